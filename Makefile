@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` (the whole pipeline on the synthetic world) and
+# `make test` (the test suite). Both build the environment from requirements/lock.txt first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lock-stamp
+PYTEST_ARGS ?=
+
+.PHONY: env demo test test-fast lint lock bench clean-env
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@echo ">> building $(VENV) from requirements/lock.txt (first time: ~5 minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+demo: env
+	$(BIN)/lpr demo $(DEMO_ARGS)
+
+test: env
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+test-fast: env
+	$(BIN)/python -m pytest -m "not gpu and not slow and not integration" $(PYTEST_ARGS)
+
+lint: env
+	$(BIN)/ruff check .
+
+# Re-resolve the lock from requirements/main.in (minutes; needs the package registry).
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet -U pip setuptools wheel
+	.venv-lock/bin/pip install -r requirements/main.in
+	.venv-lock/bin/pip freeze --all --exclude-editable | grep -vE '^(pip|lpr-mlops)==' > requirements/lock.txt
+	rm -rf .venv-lock
+
+clean-env:
+	rm -rf $(VENV)

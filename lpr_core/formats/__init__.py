@@ -1,0 +1,1 @@
+"""Readers and writers for every LPR4M file; readers return Arrow tables (see :mod:`.schema`)."""
