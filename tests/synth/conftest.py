@@ -1,0 +1,13 @@
+"""A tiny synthetic world, generated once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from lpr_core.synth.world import generate_world
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """The WorldSummary of a tiny world (seed 0). Tests must not modify it."""
+    return generate_world(tmp_path_factory.mktemp("synth") / "tiny", size="tiny", seed=0)
