@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lpr_core.formats.inspect", "read every LPR4M file in a directory and report rows/rejects"),
     "synth": ("lpr_core.synth.cli", "write a synthetic world in the exact LPR4M formats"),
     "serve": ("lpr_core.synth.server", "serve a world's images over loopback HTTP, with fault injection"),
+    "evaluate-predictions": ("lpr_core.evaluation.cli", "score an official-format prediction JSON: rank-1/3/5/10, mAP, MRR"),
 }
 
 

@@ -1,0 +1,86 @@
+"""Evaluation with the LPR protocol: rank-k accuracy, mAP, MRR, slices, intervals and a report.
+
+Pipeline of the ``evaluate`` stage::
+
+    results = score_embeddings(gt, query_ids, query_embeddings, galleries)   # or score_predictions
+    summary = summarize(results)                  # {"rank1": ..., "mAP": ..., "MRR": ...}
+    ci = metric_cis(results)                      # bootstrap over livestreams
+    slices = slice_metrics(results, {"category": [...], ...})
+    write_metrics("metrics.json", summary, ci)    # {"test/rank1": ...}
+    write_rank_k_curve(...); write_slice_tables(...); write_report(..., render_report(...))
+
+See :mod:`lpr_core.evaluation.ranking` for the tie rule and edge cases.
+"""
+
+from lpr_core.evaluation.bootstrap import bootstrap_ci, metric_cis
+from lpr_core.evaluation.metrics import DEFAULT_KS, metric_names, per_query_metrics, rank_k_curve, summarize
+from lpr_core.evaluation.outputs import (
+    dvc_metrics,
+    write_json,
+    write_metrics,
+    write_per_query,
+    write_rank_k_curve,
+    write_slice_tables,
+)
+from lpr_core.evaluation.ranking import (
+    MISS,
+    Gallery,
+    QueryResults,
+    check_ground_truth,
+    score_embeddings,
+    score_predictions,
+    top_k_predictions,
+    top_k_stable,
+)
+from lpr_core.evaluation.readers import (
+    EvaluationInputError,
+    check_predictions_in_galleries,
+    load_galleries,
+    load_ground_truth,
+    load_predictions,
+)
+from lpr_core.evaluation.report import (
+    RetrievalExample,
+    make_examples,
+    render_report,
+    select_examples,
+    write_report,
+)
+from lpr_core.evaluation.slices import LIVESTREAM, SliceMetrics, slice_metrics
+
+__all__ = [
+    "DEFAULT_KS",
+    "LIVESTREAM",
+    "MISS",
+    "EvaluationInputError",
+    "Gallery",
+    "QueryResults",
+    "RetrievalExample",
+    "SliceMetrics",
+    "bootstrap_ci",
+    "check_ground_truth",
+    "check_predictions_in_galleries",
+    "dvc_metrics",
+    "load_galleries",
+    "load_ground_truth",
+    "load_predictions",
+    "make_examples",
+    "metric_cis",
+    "metric_names",
+    "per_query_metrics",
+    "rank_k_curve",
+    "render_report",
+    "score_embeddings",
+    "score_predictions",
+    "select_examples",
+    "slice_metrics",
+    "summarize",
+    "top_k_predictions",
+    "top_k_stable",
+    "write_json",
+    "write_metrics",
+    "write_per_query",
+    "write_rank_k_curve",
+    "write_report",
+    "write_slice_tables",
+]

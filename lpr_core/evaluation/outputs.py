@@ -1,0 +1,180 @@
+"""Files the ``evaluate`` stage writes for DVC: a metrics JSON and plot data tables.
+
+- :func:`write_metrics`: ``{"test/rank1": 0.31, ..., "test/rank1_ci_low": ..., ...}`` (fractions).
+- :func:`write_rank_k_curve`: one row per k: ``k,accuracy`` (CSV, or JSON records by suffix);
+  a ``dvc.yaml`` plot with ``x: k, y: accuracy``.
+- :func:`write_slice_tables`: one CSV per slice column (``<dir>/<column>.csv``: value,
+  num_queries, each metric with its interval); a ``bar_horizontal`` plot with ``x: rank1, y: value``.
+- :func:`write_per_query`: one row per query (rank, AP, ...) for drill-down and comparison of runs.
+
+Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lpr_core.evaluation.metrics import rank_k_curve
+from lpr_core.evaluation.ranking import QueryResults
+from lpr_core.evaluation.slices import SliceMetrics
+
+__all__ = [
+    "dvc_metrics",
+    "write_text_atomic",
+    "write_json",
+    "write_metrics",
+    "write_rank_k_curve",
+    "write_slice_tables",
+    "write_per_query",
+]
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _jsonable(value: Any) -> Any:
+    # JSON has no NaN/inf: write null (DVC and browsers choke on bare NaN).
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (non-finite floats as null), atomically."""
+    return write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def dvc_metrics(
+    summary: Mapping[str, float],
+    ci: Mapping[str, tuple[float, float]] | None = None,
+    *,
+    split: str = "test",
+) -> dict[str, float | int]:
+    """Flat metrics named ``split/metric``, with ``split/metric_ci_low`` / ``_ci_high`` bounds."""
+    out: dict[str, float | int] = {f"{split}/{name}": value for name, value in summary.items()}
+    for name, (low, high) in (ci or {}).items():
+        out[f"{split}/{name}_ci_low"] = low
+        out[f"{split}/{name}_ci_high"] = high
+    return out
+
+
+def write_metrics(
+    path: str | os.PathLike[str],
+    summary: Mapping[str, float],
+    ci: Mapping[str, tuple[float, float]] | None = None,
+    *,
+    split: str = "test",
+) -> Path:
+    """Write the DVC metrics JSON (see :func:`dvc_metrics`)."""
+    return write_json(path, dvc_metrics(summary, ci, split=split))
+
+
+def _table(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    if path.suffix == ".json":
+        return write_json(path, [dict(zip(header, row)) for row in rows])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text_atomic(path, buf.getvalue())
+
+
+def write_rank_k_curve(path: str | os.PathLike[str], results: QueryResults, *, max_k: int = 20) -> Path:
+    """Write the rank-k curve (``k, accuracy`` for k = 1..max_k); JSON records if ``path`` ends in .json."""
+    rows = [(k, acc) for k, acc in rank_k_curve(results, max_k)]
+    return _table(Path(path), ("k", "accuracy"), rows)
+
+
+def _safe_file_stem(column: str) -> str:
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in column).strip("_.")
+    if not stem:
+        raise ValueError(f"slice column {column!r} gives no usable file name")
+    return stem
+
+
+def write_slice_tables(
+    directory: str | os.PathLike[str],
+    slices: Sequence[SliceMetrics],
+    *,
+    suffix: str = ".csv",
+) -> list[Path]:
+    """Write one table per slice column: ``<directory>/<column><suffix>``.
+
+    Columns: ``value, num_queries, num_livestreams``, then for each metric ``m``:
+    ``m, m_ci_low, m_ci_high``.
+
+    Returns:
+        The files written, in column order.
+    """
+    by_column: dict[str, list[SliceMetrics]] = {}
+    for row in slices:
+        by_column.setdefault(row.column, []).append(row)
+    written = []
+    stems: dict[str, str] = {}
+    for column, rows in by_column.items():
+        stem = _safe_file_stem(column)
+        if stem in stems:
+            raise ValueError(f"slice columns {stems[stem]!r} and {column!r} map to the same file {stem}{suffix}")
+        stems[stem] = column
+        names = list(rows[0].metrics)
+        header = ["value", "num_queries", "num_livestreams"]
+        for name in names:
+            header += [name, f"{name}_ci_low", f"{name}_ci_high"]
+        table = []
+        for row in rows:
+            line: list[Any] = [row.value, row.num_queries, row.num_livestreams]
+            for name in names:
+                line += [row.metrics[name], *row.ci[name]]
+            table.append(line)
+        written.append(_table(Path(directory) / f"{stem}{suffix}", header, table))
+    return written
+
+
+def write_per_query(path: str | os.PathLike[str], results: QueryResults) -> Path:
+    """Write one row per query: ``query_id, live_id, rank, average_precision, has_prediction,
+    num_gt, num_gt_ranked`` (rank empty for a miss)."""
+    rows = [
+        (q, live, "" if math.isinf(r) else int(r), ap, int(has), int(ng), int(nr))
+        for q, live, r, ap, has, ng, nr in zip(
+            results.query_ids.tolist(),
+            results.live_ids.tolist(),
+            results.rank.tolist(),
+            results.average_precision.tolist(),
+            results.has_prediction.tolist(),
+            results.num_gt.tolist(),
+            results.num_gt_ranked.tolist(),
+        )
+    ]
+    header = ("query_id", "live_id", "rank", "average_precision", "has_prediction", "num_gt", "num_gt_ranked")
+    return _table(Path(path), header, rows)
