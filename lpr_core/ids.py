@@ -15,6 +15,7 @@ whitespace, wrong group shapes) is rejected with :class:`InvalidIdError`.
 
 from __future__ import annotations
 
+import operator
 import re
 from typing import NamedTuple
 
@@ -40,9 +41,10 @@ __all__ = [
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _MS = r"(?:0|[1-9][0-9]{0,15})"
-UUID_RE = re.compile(rf"^{_UUID}$")
-CLIP_RE = re.compile(rf"^(?P<live_id>{_UUID})-(?P<start>{_MS})-(?P<end>{_MS})$")
-FRAME_RE = re.compile(rf"^(?P<clip_id>{_UUID}-{_MS}-{_MS})-(?P<index>[0-9]{{4}})$")
+# ``\Z``, not ``$``: ``$`` also matches before a trailing newline, which would let "id\n" through.
+UUID_RE = re.compile(rf"^{_UUID}\Z")
+CLIP_RE = re.compile(rf"^(?P<live_id>{_UUID})-(?P<start>{_MS})-(?P<end>{_MS})\Z")
+FRAME_RE = re.compile(rf"^(?P<clip_id>{_UUID}-{_MS}-{_MS})-(?P<index>[0-9]{{4}})\Z")
 FRAME_INDEX_DIGITS = 4
 MAX_FRAME_INDEX = 10**FRAME_INDEX_DIGITS - 1
 
@@ -139,19 +141,38 @@ def parse_frame_id(value: str) -> FrameId:
     return FrameId(m["clip_id"], int(m["index"]))
 
 
+def _as_int(kind: str, value: object, low: int, high: int | None = None) -> int:
+    # operator.index accepts int and numpy integers but refuses floats and strings, so 1.7 is
+    # not silently truncated to 1; bool is an int subclass and is refused explicitly.
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidIdError(kind, value, f"expected an int, got {type(value).__name__}") from None
+    if number < low or (high is not None and number > high):
+        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise InvalidIdError(kind, value, f"expected an int in {bounds}")
+    return number
+
+
 def make_clip_id(live_id: str, start_ms: int, end_ms: int) -> str:
-    """Build a clip id, validating every part."""
-    clip = f"{parse_live_id(live_id)}-{int(start_ms)}-{int(end_ms)}"
+    """Build a clip id, validating every part (timestamps must be non-negative ints)."""
+    start = _as_int("start_ms", start_ms, 0)
+    end = _as_int("end_ms", end_ms, 0)
+    clip = f"{parse_live_id(live_id)}-{start}-{end}"
     parse_clip_id(clip)
     return clip
 
 
 def make_frame_id(clip_id: str, index: int) -> str:
-    """Build a frame id ``clip_id-NNNN`` (index zero-padded to four digits)."""
-    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= MAX_FRAME_INDEX:
-        raise InvalidIdError("frame index", index, f"expected an int in [0, {MAX_FRAME_INDEX}]")
+    """Build a frame id ``clip_id-NNNN`` (index zero-padded to four digits).
+
+    ``index`` may be a Python or numpy integer in ``[0, 9999]``.
+    """
+    number = _as_int("frame index", index, 0, MAX_FRAME_INDEX)
     parse_clip_id(clip_id)
-    return f"{clip_id}-{index:04d}"
+    return f"{clip_id}-{number:04d}"
 
 
 def is_live_id(value: object) -> bool:

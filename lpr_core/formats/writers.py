@@ -50,7 +50,9 @@ def _fmt_num(v: float) -> str:
 def _fmt_boxes(boxes: Sequence[Sequence[Box]]) -> str:
     frames = []
     for frame_boxes in boxes:
-        frames.append("[" + ", ".join("[" + ", ".join(_fmt_num(v) for v in b) + "]" for b in frame_boxes) + "]")
+        frames.append(
+            "[" + ", ".join("[" + ", ".join(_fmt_num(v) for v in b) + "]" for b in frame_boxes) + "]"
+        )
     return "[" + ", ".join(frames) + "]"
 
 
