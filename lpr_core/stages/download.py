@@ -1,0 +1,64 @@
+"""DVC stage ``download``: the four LPR4M URL lists -> images, manifests and a summary.
+
+    python -m lpr_core.stages.download --urls DIR --out DIR [--params params.yaml]
+
+Reads the ``download`` section of ``params.yaml`` (:class:`lpr_core.data.download.DownloadParams`)
+and, for every URL list found in ``--urls`` (a missing list is skipped with a message), runs
+img2dataset (``keep_ratio``, incremental), retries failed URLs one by one and writes:
+
+- ``<out>/<split>_<kind>/``: img2dataset's shards (and ``retried/`` for recovered samples);
+- ``<out>/manifests/<split>_<kind>.parquet``: every input URL once, with its id, path, sizes,
+  status, error and sha256 (``FRAME_MANIFEST_SCHEMA`` / ``IMAGE_MANIFEST_SCHEMA``);
+- ``<out>/download_summary.json``: per list total / success / recovered / failed by reason.
+
+Rerunning after an interruption resumes: complete shards are not downloaded again. Exit status 0
+when every list was processed (failed URLs are recorded, the ``validate`` stage gates on them),
+1 on unusable input or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "run", "main"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The stage's command-line options."""
+    parser.add_argument("--urls", required=True, type=Path, help="directory holding the LPR4M URL files")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (created, resumed if present)")
+    parser.add_argument("--params", default=Path("params.yaml"), type=Path,
+                        help="parameter file (its download section; default params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the stage; returns the exit status."""
+    from lpr_core.config import ConfigError, load_section
+    from lpr_core.data.download import DownloadError, DownloadParams, download_all, format_summary
+    from lpr_core.data.manifest import ManifestError
+    from lpr_core.formats.report import FormatError
+    from lpr_core.ids import InvalidIdError
+
+    try:
+        params = load_section(DownloadParams, "download", args.params)
+        summary = download_all(args.urls, args.out, params, progress=not args.no_progress)
+    except (ConfigError, DownloadError, ManifestError, FormatError, InvalidIdError) as exc:
+        print(f"download: error: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    print(f"summary: {args.out / 'download_summary.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m lpr_core.stages.download``."""
+    parser = argparse.ArgumentParser(prog="python -m lpr_core.stages.download", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""The ``download`` stage end to end: real img2dataset against the synthetic world's image server.
+
+The integration tests run ``python -m lpr_core.stages.download`` as a subprocess with the
+repository's ``download`` parameters shrunk (short timeout, small shards), against
+:class:`lpr_core.synth.ImageServer` with injected faults, and check the manifests against
+:func:`lpr_core.synth.fault_for`, which predicts every id's fault. One test SIGKILLs the stage
+during img2dataset and checks that a rerun finishes without downloading complete shards again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from lpr_core import ids
+from lpr_core.config import load_section, to_mapping
+from lpr_core.data.boxes import keep_ratio_size
+from lpr_core.data.download import DownloadParams, RetryPassParams
+from lpr_core.data.manifest import check_jpeg, complete_shards, manifest_schema
+from lpr_core.formats.schema import FILE_PATTERNS, URL_LISTS
+from lpr_core.stages.download import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shrunk_params(**changes) -> DownloadParams:
+    """The repository's download parameters, shrunk for a test."""
+    base = load_section(DownloadParams, "download", REPO / "params.yaml")
+    defaults = dict(processes=1, thread_count=8, timeout=1.0, number_sample_per_shard=40,
+                    retry_pass=RetryPassParams(attempts=3, backoff=0.05))
+    return dataclasses.replace(base, **{**defaults, **changes})
+
+
+def write_params(path: Path, params: DownloadParams) -> Path:
+    path.write_text(yaml.safe_dump({"download": to_mapping(params)}), encoding="utf-8")
+    return path
+
+
+def url_file(world: Path, name: str) -> Path:
+    (path,) = sorted(world.glob(FILE_PATTERNS[name]))
+    return path
+
+
+def copy_urls(world: Path, names: list[str], dest: Path, prefix: str) -> dict[str, list[str]]:
+    """Copy URL lists into ``dest`` pointing at ``prefix``; returns their URLs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in names:
+        src = url_file(world, name)
+        stems = [line.rsplit("/", 1)[1] for line in src.read_text().split()]
+        out[name] = [prefix + s for s in stems]
+        (dest / src.name).write_text("".join(u + "\n" for u in out[name]))
+    return out
+
+
+def run_stage(urls: Path, out: Path, params: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    with open(log, "ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lpr_core.stages.download", "--urls", str(urls), "--out", str(out),
+             "--params", str(params), "--no-progress"],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+        )
+
+
+def item_id(url: str) -> str:
+    return url.rsplit("/", 1)[1][:-4]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from lpr_core.synth import generate_world
+
+    return generate_world(tmp_path_factory.mktemp("world") / "tiny", size="tiny", seed=0).out_dir
+
+
+# ------------------------------------------------------------------------ fast error paths
+
+
+def test_unknown_parameter_is_reported(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("download:\n  image_sise: 64\n")
+    assert main(["--urls", str(tmp_path), "--out", str(tmp_path / "o"), "--params", str(params)]) == 1
+    assert "unknown key(s) 'image_sise'" in capsys.readouterr().err
+
+
+def test_bad_url_list_is_reported_before_any_download(tmp_path, capsys):
+    urls = tmp_path / "urls"
+    urls.mkdir()
+    good = "http://127.0.0.1:9/lpr/0a1b2c3d-0000-4000-8000-00000000abcd.jpg"
+    (urls / "test_image_url_2.txt").write_text(f"{good}\nhttp://127.0.0.1:9/lpr/a b.jpg\n")
+    (urls / "training_image_url_1.txt").write_text(f"{good}\n")
+    params = write_params(tmp_path / "params.yaml", shrunk_params())
+    out = tmp_path / "out"
+    assert main(["--urls", str(urls), "--out", str(out), "--params", str(params)]) == 1
+    assert "test_image_url_2.txt:2:" in capsys.readouterr().err
+    assert not out.exists()  # the training list comes first, yet nothing was downloaded
+
+
+def test_no_url_list_is_reported(tmp_path, capsys):
+    params = write_params(tmp_path / "params.yaml", shrunk_params())
+    assert main(["--urls", str(tmp_path), "--out", str(tmp_path / "o"), "--params", str(params)]) == 1
+    assert "no URL list found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- integration
+
+
+def fault_seed(urls: dict[str, list[str]], rate: float) -> int:
+    """The first seed whose faults hit every fault kind in these lists."""
+    from lpr_core.synth import FaultKind, fault_for
+
+    every = [item_id(u) for us in urls.values() for u in us]
+    for seed in range(200):
+        if {fault_for(i, rate, seed) for i in every} >= set(FaultKind):
+            return seed
+    raise AssertionError("no seed gives every fault kind")
+
+
+EXPECTED_REASON = {"NOT_FOUND": "http_404", "SERVER_ERROR": "http_500", "TRUNCATED": "decode", "CORRUPT": "decode"}
+
+
+def check_manifests(out: Path, world: Path, urls: dict[str, list[str]], server, params: DownloadParams) -> dict:
+    """Every URL once, each outcome as the fault predicts, stored samples as img2dataset makes them."""
+    from lpr_core.data.download import make_resizer, process_image
+    from lpr_core.synth import source_path
+
+    resizer = make_resizer(params)
+    summary = json.loads((out / "download_summary.json").read_text())
+    seen_reasons = set()
+    for name, list_urls in urls.items():
+        split, kind = URL_LISTS[name]
+        table = pq.read_table(out / "manifests" / f"{split}_{kind}.parquet")
+        assert table.schema.equals(manifest_schema(kind))
+        rows = table.to_pylist()
+        assert sorted(r["url"] for r in rows) == sorted(list_urls)  # every input URL exactly once
+        recovered = 0
+        for r in rows:
+            rid = r["frame_id"] if kind == "frames" else r["image_id"]
+            assert rid == item_id(r["url"])
+            if kind == "frames":
+                assert r["clip_id"] == ids.parse_frame_id(rid).clip_id
+            fault = server.fault_for(rid)
+            if fault is None or fault.recoverable:
+                assert r["status"] == "success", (rid, fault, r["error"])
+                source = source_path(world, rid).read_bytes()
+                assert r["sha256"] == hashlib.sha256(source).hexdigest()
+                if r["tar_member"] is None:
+                    stored = (out / r["path"]).read_bytes()
+                else:
+                    with tarfile.open(out / r["path"]) as tar:
+                        stored = tar.extractfile(r["tar_member"]).read()
+                # img2dataset's samples and the retry pass's are the same bytes for the same source
+                img, w, h, ow, oh = process_image(source, resizer)
+                assert stored == img and (r["width"], r["height"], r["original_width"], r["original_height"]) == (
+                    w, h, ow, oh)
+                assert check_jpeg(stored, w, h) is None
+                ew, eh = keep_ratio_size(ow, oh, params.image_size, params.resize_only_if_bigger)
+                assert (w, h) == (ew, eh)
+                if fault is not None:
+                    recovered += 1
+                    assert r["path"] == f"{split}_{kind}/retried/{rid}.jpg" and r["tar_member"] is None
+            else:
+                reason = EXPECTED_REASON[fault.name]
+                assert r["status"] == "failed" and r["error"].startswith(f"{reason}: "), (rid, fault, r["error"])
+                assert r["path"] is None and r["sha256"] is None
+                seen_reasons.add(fault.name)
+        s = summary["lists"][name]
+        assert s["total"] == len(list_urls) and s["recovered_by_retry"] == recovered
+        assert s["success"] + s["failed"] == s["total"] == sum(1 for _ in rows)
+        assert sum(s["failed_by_reason"].values()) == s["failed"]
+    return {"summary": summary, "reasons": seen_reasons}
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_stage_recovers_transient_faults_and_records_permanent_ones(world, tmp_path):
+    from lpr_core.synth import ImageServer
+
+    names = list(URL_LISTS)
+    probe = copy_urls(world, names, tmp_path / "probe", "http://127.0.0.1:1/lpr/")
+    seed = fault_seed(probe, 0.1)
+    params = shrunk_params()
+    with ImageServer(world, fault_rate=0.1, seed=seed, slow_seconds=3.0) as server:
+        urls = copy_urls(world, names, tmp_path / "urls", server.url_prefix)
+        out = tmp_path / "out"
+        log = tmp_path / "stage.log"
+        proc = run_stage(tmp_path / "urls", out, write_params(tmp_path / "params.yaml", params), log)
+        assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
+        result = check_manifests(out, world, urls, server, params)
+        assert result["reasons"] == set(EXPECTED_REASON)
+        # the retry pass asked again only for URLs that had failed
+        for us in urls.values():
+            for u in us:
+                if server.fault_for(item_id(u)) is None:
+                    assert server.request_count(item_id(u)) == 1
+    text = log.read_text()
+    assert "failed by reason" in text and "recovered" in text
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_stage_webdataset_output_and_skipped_lists(world, tmp_path):
+    from lpr_core.synth import ImageServer
+
+    names = ["test_frame_urls"]
+    probe = copy_urls(world, names, tmp_path / "probe", "http://127.0.0.1:1/lpr/")
+    from lpr_core.synth import FaultKind, fault_for
+
+    seed = next(s for s in range(500) if {fault_for(item_id(u), 0.15, s) for u in probe[names[0]]}
+                >= {FaultKind.TRANSIENT, FaultKind.NOT_FOUND})
+    params = shrunk_params(output_format="webdataset", number_sample_per_shard=25)
+    with ImageServer(world, fault_rate=0.15, seed=seed, slow_seconds=3.0) as server:
+        urls = copy_urls(world, names, tmp_path / "urls", server.url_prefix)
+        out = tmp_path / "out"
+        log = tmp_path / "stage.log"
+        proc = run_stage(tmp_path / "urls", out, write_params(tmp_path / "params.yaml", params), log)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+        check_manifests(out, world, urls, server, params)
+    rows = pq.read_table(out / "manifests" / "test_frames.parquet").to_pylist()
+    assert {r["path"] for r in rows if r["tar_member"]} == {f"test_frames/{i:05d}.tar" for i in range(3)}
+    summary = json.loads((out / "download_summary.json").read_text())
+    for name in ("train_frame_urls", "train_image_urls", "test_image_urls"):
+        assert "skipped" in summary["lists"][name]
+        assert f"{name}: no {FILE_PATTERNS[name]}" in log.read_text()
+    assert not (out / "manifests" / "train_frames.parquet").exists()
+
+
+def processes_of_a_download_run() -> list[int]:
+    """Live processes started by a download run (they carry its guard token in their environment)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().split(") ", 1)[1][0]
+        except OSError:
+            continue
+        if b"LPR_DOWNLOAD_RUN=" in env and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tmp_path):
+    from lpr_core.synth import FaultKind, ImageServer
+
+    # every id's first answer stalls 0.15 s (under the timeout): a shard of 20 takes 3 s, time
+    # enough to SIGKILL the stage while a worker is inside a shard
+    params = shrunk_params(thread_count=1, number_sample_per_shard=20)
+    name = "train_frame_urls"
+    with ImageServer(world, fault_rate=1.0, seed=0, slow_seconds=0.15, kinds=(FaultKind.SLOW,)) as server:
+        urls = copy_urls(world, [name], tmp_path / "urls", server.url_prefix)[name]
+        n_shards = -(-len(urls) // params.number_sample_per_shard)
+        out = tmp_path / "out"
+        folder = out / "train_frames"
+        log = tmp_path / "stage.log"
+        params_path = write_params(tmp_path / "params.yaml", params)
+        proc = run_stage(tmp_path / "urls", out, params_path, log)
+        deadline = time.monotonic() + 300
+        while len(complete_shards(folder)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the stage ended before it could be killed:\n" + log.read_text()[-3000:]
+        assert processes_of_a_download_run(), "img2dataset's workers should be running"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # img2dataset's worker (inside a 3 s shard) and logger die with the stage, within a second
+        deadline = time.monotonic() + 1.0
+        while processes_of_a_download_run() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_of_a_download_run() == []
+        done = {shard: path.stat().st_mtime_ns for shard, path in complete_shards(folder)}
+        counts = server.request_counts()
+        time.sleep(1.0)
+        assert {shard for shard, _ in complete_shards(folder)} == set(done)
+        assert server.request_counts() == counts
+        assert 2 <= len(done) < n_shards
+        assert not (out / "manifests" / "train_frames.parquet").exists()
+        done_urls = set(pq.read_table(folder / f"{min(done):05d}.parquet").column("url").to_pylist())
+        for shard in done:
+            done_urls |= set(pq.read_table(folder / f"{shard:05d}.parquet").column("url").to_pylist())
+
+        proc = run_stage(tmp_path / "urls", out, params_path, log)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+        # complete shards were neither downloaded nor rewritten again
+        for u in done_urls:
+            assert server.request_count(item_id(u)) == 1, u
+        for shard, mtime in done.items():
+            assert (folder / f"{shard:05d}.parquet").stat().st_mtime_ns == mtime
+        rows = pq.read_table(out / "manifests" / "train_frames.parquet").to_pylist()
+        assert sorted(r["url"] for r in rows) == sorted(urls)
+        assert all(r["status"] == "success" for r in rows)
+        assert len(complete_shards(folder)) == n_shards
+
+        # a third run finds every shard complete and does not start img2dataset at all
+        before = server.request_counts()
+        t0 = time.monotonic()
+        proc = run_stage(tmp_path / "urls", out, params_path, log)
+        assert proc.wait(timeout=300) == 0
+        assert server.request_counts() == before
+        assert "img2dataset not needed" in log.read_text()
+        assert time.monotonic() - t0 < 60
