@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lock-stamp
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-fast lint lock bench clean-env
+KFP_VENV := .venv-kfp
+
+.PHONY: env kfp-env kfp demo test test-fast lint lock clean-env
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	@echo ">> building $(VENV) from requirements/lock.txt (first time: ~5 minutes)"
@@ -17,10 +19,23 @@ $(STAMP): requirements/lock.txt pyproject.toml
 
 env: $(STAMP)
 
+# The KFP compiler lives in its own small environment: kfp 2.x pins kubernetes<31 and protobuf<7,
+# which clash with Airflow's Kubernetes provider.
+$(KFP_VENV)/.lock-stamp: requirements/kfp-lock.txt
+	$(PYTHON) -m venv $(KFP_VENV)
+	$(KFP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/kfp-lock.txt
+	@touch $@
+
+kfp-env: $(KFP_VENV)/.lock-stamp
+
+# Compile the Kubeflow pipeline from dvc.yaml + components/runtime.yaml.
+kfp: kfp-env
+	PYTHONPATH=. $(KFP_VENV)/bin/python -m components.kfp_pipeline --out components/pipeline.yaml
+
 demo: env
 	$(BIN)/lpr demo $(DEMO_ARGS)
 
-test: env
+test: env kfp-env
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 test-fast: env

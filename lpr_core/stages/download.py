@@ -19,6 +19,7 @@ when every list was processed (failed URLs are recorded, the ``validate`` stage 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -32,20 +33,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=Path("params.yaml"), type=Path,
                         help="parameter file (its download section; default params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="also write flat metrics (DVC metrics file) here, outside --out")
+
+
+def summary_metrics(summary: dict) -> dict[str, float]:
+    """Flat numeric metrics of a download summary: per list total, success rate, recovered, failed."""
+    metrics: dict[str, float] = {}
+    for name, s in summary.get("lists", {}).items():
+        if "total" not in s:
+            continue
+        total = s["total"] or 0
+        metrics[f"download/{name}/total"] = total
+        metrics[f"download/{name}/success_rate"] = round(s["success"] / total, 6) if total else 0.0
+        metrics[f"download/{name}/recovered_by_retry"] = s.get("recovered_by_retry", 0)
+        metrics[f"download/{name}/failed"] = s.get("failed", 0)
+    return metrics
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage; returns the exit status."""
-    from lpr_core.config import ConfigError, load_section
+    from lpr_core.config import ConfigError, load_section, to_mapping
     from lpr_core.data.download import DownloadError, DownloadParams, download_all, format_summary
     from lpr_core.data.manifest import ManifestError
     from lpr_core.formats.report import FormatError
+    from lpr_core.formats.writers import atomic_write_text
     from lpr_core.ids import InvalidIdError
+    from lpr_core.tracking.run import stage_run
 
     try:
         params = load_section(DownloadParams, "download", args.params)
-        summary = download_all(args.urls, args.out, params, progress=not args.no_progress)
-    except (ConfigError, DownloadError, ManifestError, FormatError, InvalidIdError) as exc:
+    except ConfigError as exc:
+        print(f"download: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        with stage_run("download", {"download": to_mapping(params)}) as tracker:
+            summary = download_all(args.urls, args.out, params, progress=not args.no_progress)
+            metrics = summary_metrics(summary)
+            tracker.log_metrics(metrics)
+            tracker.log_artifact(args.out / "download_summary.json")
+            if args.metrics is not None:
+                atomic_write_text(args.metrics, json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    except (DownloadError, ManifestError, FormatError, InvalidIdError) as exc:
         print(f"download: error: {exc}", file=sys.stderr)
         return 1
     print(format_summary(summary))

@@ -53,7 +53,9 @@ def configure(project_root: str | Path = ".", experiment: str | None = None) -> 
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else artifact_root(project_root)
+    uri = tracking_uri(project_root)
+    # a sqlite store keeps its artifacts beside the database; a server decides for itself
+    location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri() if uri.startswith("sqlite:///") else None
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except Exception:  # another stage created it at the same moment
