@@ -1,0 +1,145 @@
+"""Image transforms of the encoder and detector (torchvision ``transforms.v2``), and box crops.
+
+Training transforms draw from torch's global RNG; datasets run them inside
+:func:`seeded` so a sample's augmentation is a function of its sample seed only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "build_train_transform",
+    "build_eval_transform",
+    "build_detection_transform",
+    "seeded",
+    "union_box",
+    "crop_box",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def build_train_transform(
+    size: int,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    scale: tuple[float, float] = (0.6, 1.0),
+    color_jitter: float = 0.3,
+    hflip: bool = True,
+):
+    """Training transform: PIL image -> normalised float tensor ``[3, size, size]``.
+
+    Random resized crop, optional horizontal flip and colour jitter (brightness, contrast,
+    saturation), then normalisation.
+    """
+    import torch
+    from torchvision.transforms import v2
+
+    ops = [v2.ToImage(), v2.RandomResizedCrop(size, scale=scale, antialias=True)]
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    if color_jitter > 0:
+        ops.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    return v2.Compose(ops)
+
+
+def build_eval_transform(
+    size: int, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+):
+    """Evaluation transform: resize the smaller side to ``size``, centre crop, normalise."""
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(size, antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
+def build_detection_transform(train: bool):
+    """Detector transform on ``(image, target)``: to a float tensor in [0, 1] (the detector
+    normalises and resizes itself); in training a horizontal flip that moves the boxes too."""
+    import torch
+    from torchvision.transforms import v2
+
+    ops = [v2.ToImage()]
+    if train:
+        ops.append(v2.RandomHorizontalFlip())
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.SanitizeBoundingBoxes()]
+    return v2.Compose(ops)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Run a block with torch's CPU RNG seeded to ``seed``, restoring the caller's RNG after.
+
+    ``None`` leaves the RNG alone (the block then draws from the global stream).
+    """
+    if seed is None:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def union_box(boxes: Sequence[Sequence[float]]) -> tuple[float, float, float, float] | None:
+    """The smallest box ``(x1, y1, x2, y2)`` that holds all ``boxes``; None for no box."""
+    if len(boxes) == 0:
+        return None
+    x1 = min(float(b[0]) for b in boxes)
+    y1 = min(float(b[1]) for b in boxes)
+    x2 = max(float(b[2]) for b in boxes)
+    y2 = max(float(b[3]) for b in boxes)
+    return (x1, y1, x2, y2)
+
+
+def crop_box(image: Image.Image | torch.Tensor, box: Sequence[float] | None, padding: float = 0.0):
+    """Crop ``image`` to ``box`` grown by ``padding`` (a fraction of the box size on each side).
+
+    The box is clipped to the image; a missing or degenerate box (under 2 pixels after clipping)
+    returns the full image, so a frame without a usable box falls back to the whole frame.
+
+    Args:
+        image: a PIL image or a tensor ``[..., H, W]``.
+        box: ``(x1, y1, x2, y2)`` in pixels of ``image``, or None.
+        padding: context kept around the box, e.g. 0.1 adds 10% of its width/height per side.
+    """
+    if box is None:
+        return image
+    if hasattr(image, "size") and not callable(image.size):  # PIL
+        width, height = image.size
+    else:
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+    x1, y1, x2, y2 = (float(v) for v in box)
+    pw, ph = (x2 - x1) * padding, (y2 - y1) * padding
+    x1, y1 = max(0, int(x1 - pw)), max(0, int(y1 - ph))
+    x2, y2 = min(width, int(round(x2 + pw))), min(height, int(round(y2 + ph)))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return image
+    if hasattr(image, "crop"):
+        return image.crop((x1, y1, x2, y2))
+    return image[..., y1:y2, x1:x2]

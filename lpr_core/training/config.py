@@ -1,0 +1,74 @@
+"""Configuration of the training loop (the ``train:`` part of a training stage's section)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop's knobs (``train:`` of ``train_encoder`` / ``train_detector``).
+
+    Attributes:
+        max_steps: optimizer steps of the run.
+        batch_size: samples per micro-batch on each rank.
+        grad_accum_steps: micro-batches per optimizer step (effective batch = batch_size x
+            grad_accum_steps x world size).
+        lr: peak learning rate (AdamW).
+        weight_decay: decoupled weight decay (not applied to biases, norms, embeddings, scales).
+        adam_beta2: AdamW's beta2.
+        warmup_steps: linear warm-up steps before the cosine decay.
+        min_lr_ratio: the cosine schedule ends at ``lr * min_lr_ratio``.
+        grad_clip_norm: clip the global gradient norm (0: no clipping).
+        amp: ``auto`` (bf16 autocast on CUDA, off on CPU), ``bf16``, ``fp16`` (with a gradient
+            scaler, CUDA only) or ``off``.
+        compile: ``torch.compile`` the model (CUDA only; ignored on CPU).
+        channels_last: channels-last memory format for convolutions.
+        checkpoint_every: save a resumable checkpoint every N steps (and at the end).
+        log_every: log metrics every N steps.
+        seed: seed of the sample order, per-sample augmentation and model initialisation.
+        num_workers: DataLoader worker processes per rank.
+        prefetch_factor: batches prefetched per worker.
+        persistent_workers: keep workers alive across epochs.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        progress: show a tqdm progress bar on rank 0.
+    """
+
+    max_steps: int = 200
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    adam_beta2: float = 0.98
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.01
+    grad_clip_norm: float = 1.0
+    amp: str = "auto"
+    compile: bool = False
+    channels_last: bool = True
+    checkpoint_every: int = 50
+    log_every: int = 1
+    seed: int = 0
+    num_workers: int = 2
+    prefetch_factor: int = 4
+    persistent_workers: bool = True
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.max_steps > 0, "max_steps must be > 0")
+        _check(self.batch_size > 0, "batch_size must be > 0")
+        _check(self.grad_accum_steps > 0, "grad_accum_steps must be > 0")
+        _check(self.checkpoint_every > 0, "checkpoint_every must be > 0")
+        _check(self.log_every > 0, "log_every must be > 0")
+        _check(0 <= self.warmup_steps, "warmup_steps must be >= 0")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]")
+        _check(self.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto|bf16|fp16|off, got {self.amp!r}")
+        _check(self.device in ("auto", "cpu", "cuda"), f"device must be auto|cpu|cuda, got {self.device!r}")
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ValueError(msg)
