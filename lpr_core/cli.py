@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lpr_core.formats.inspect", "read every LPR4M file in a directory and report rows/rejects"),
     "synth": ("lpr_core.synth.cli", "write a synthetic world in the exact LPR4M formats"),
     "serve": ("lpr_core.synth.server", "serve a world's images over loopback HTTP, with fault injection"),
+    "demo": ("lpr_core.demo", "run the whole pipeline on the synthetic world and print a summary"),
+    "promote": ("lpr_core.tracking.cli", "register an evaluated model and run the promotion gate"),
+    "rollback": ("lpr_core.tracking.rollback_cli", "move the champion alias back to the previous champion"),
+    "ui": ("lpr_core.tracking.ui_cli", "open the MLflow UI on the project's tracking store"),
     "evaluate-predictions": ("lpr_core.evaluation.cli", "score an official-format prediction JSON: rank-1/3/5/10, mAP, MRR"),
 }
 

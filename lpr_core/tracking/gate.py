@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CriticalSlice:
+    """A slice metric that must not regress: ``metric`` may drop by at most ``tolerance``."""
+
+    metric: str
+    tolerance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -14,14 +22,14 @@ class GateConfig:
         model_name: registered model the gate manages.
         metric: the headline metric (higher is better).
         min_delta: the candidate must beat the champion's metric by at least this much.
-        critical_slices: slice metric name -> tolerated drop (e.g. ``{"test/scale/small/rank1": 0.02}``).
+        critical_slices: slice metrics that must not drop by more than their tolerance.
         require_validation: refuse candidates whose data validation did not pass.
     """
 
     model_name: str = "lpr-encoder"
     metric: str = "test/rank1"
     min_delta: float = 0.0
-    critical_slices: Mapping[str, float] = field(default_factory=dict)
+    critical_slices: tuple[CriticalSlice, ...] = ()
     require_validation: bool = True
 
 
@@ -101,12 +109,13 @@ def decide(candidate: Scores, champion: Scores | None, cfg: GateConfig) -> Decis
     if cfg.metric not in champion.metrics:
         return verdict(False, f"champion v{champion.version} has no '{cfg.metric}' score")
     delta = candidate.metrics[cfg.metric] - champion.metrics[cfg.metric]
+    tolerance = {c.metric: c.tolerance for c in cfg.critical_slices}
     slice_deltas = {
         name: candidate.metrics[name] - champion.metrics[name]
-        for name in cfg.critical_slices
+        for name in tolerance
         if name in candidate.metrics and name in champion.metrics
     }
-    missing = [n for n in cfg.critical_slices if n not in candidate.metrics]
+    missing = [n for n in tolerance if n not in candidate.metrics]
     if missing:
         return verdict(False, f"the candidate lacks critical slice scores: {', '.join(missing)}", delta, slice_deltas)
     if delta < cfg.min_delta:
@@ -117,8 +126,7 @@ def decide(candidate: Scores, champion: Scores | None, cfg: GateConfig) -> Decis
             delta,
             slice_deltas,
         )
-    regressed = [f"{n} ({d:+.4f} < -{cfg.critical_slices[n]})" for n, d in slice_deltas.items()
-                 if d < -cfg.critical_slices[n]]
+    regressed = [f"{n} ({d:+.4f} < -{tolerance[n]})" for n, d in slice_deltas.items() if d < -tolerance[n]]
     if regressed:
         return verdict(False, "critical slices regressed beyond tolerance: " + ", ".join(regressed), delta, slice_deltas)
     return verdict(True, f"{cfg.metric} improved by {delta:+.4f}", delta, slice_deltas)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from lpr_core.tracking.gate import GateConfig, Scores, decide
+from lpr_core.tracking.gate import CriticalSlice, GateConfig, Scores, decide
 
-CFG = GateConfig(min_delta=0.01, critical_slices={"test/scale/small/rank1": 0.02})
+CFG = GateConfig(min_delta=0.01, critical_slices=(CriticalSlice("test/scale/small/rank1", 0.02),))
 
 
 def s(version, r1, small=0.3, dv="d1", ok=True):

@@ -1,0 +1,198 @@
+"""``lpr demo``: the whole workflow on the synthetic world, in one command.
+
+Steps: generate the world (once; deterministic for a seed), serve its images on loopback with a
+little fault injection, run every stage of ``dvc.yaml`` in order through ``dvc repro`` (cached
+stages are skipped in seconds), stop the server and print a summary.
+
+``dvc repro`` is the runner here because it shows the product best for a single machine: each
+stage is a versioned, cached step, and a second run is instant. The same stages run under Airflow
+through the ``lpr_pipeline`` DAG (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 8765
+WORLD_DIR = Path("data/lpr4m")
+
+
+@dataclass
+class StageResult:
+    """What happened to one stage in this demo run."""
+
+    name: str
+    seconds: float
+    status: str  # "ran", "cached", "failed"
+    returncode: int = 0
+
+
+@dataclass
+class DemoReport:
+    """Per-stage results and the pipeline run id."""
+
+    pipeline_run_id: str
+    stages: list[StageResult] = field(default_factory=list)
+
+
+class DemoError(RuntimeError):
+    """An expected failure of the demo, explained in one paragraph (no traceback)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``lpr demo``."""
+    parser.add_argument("--size", default="demo", help="synthetic world size (tiny, small, demo)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic world")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="loopback port of the image server")
+    parser.add_argument("--fault-rate", type=float, default=0.02, help="share of image requests that fail")
+    parser.add_argument("--fresh", action="store_true", help="start over: new world, every stage rerun")
+    parser.add_argument("--root", type=Path, default=Path("."), help="project root (where dvc.yaml is)")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def prepare_world(root: Path, size: str, seed: int, fresh: bool) -> Path:
+    """Generate the synthetic world under ``root/data/lpr4m`` unless the same one is already there."""
+    from lpr_core.synth import generate_world
+
+    world = root / WORLD_DIR
+    meta = _read_json(world / "_source" / "world.json") or {}
+    if not fresh and meta.get("size") == size and meta.get("seed") == seed:
+        print(f"world: reusing {world} ({size}, seed {seed})")
+        return world
+    print(f"world: generating a '{size}' synthetic LPR4M world in {world} (seed {seed})")
+    summary = generate_world(world, size=size, seed=seed, url_prefix=f"http://127.0.0.1:{DEFAULT_PORT}/lpr4m/",
+                             progress=True)
+    print(f"world: {summary.counts} in {summary.seconds:.1f} s")
+    return world
+
+
+def run_stage(root: Path, name: str, force: bool, env: dict[str, str]) -> StageResult:
+    """Run one stage with ``dvc repro --single-item``; report whether it ran or was cached."""
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", name]
+    if force:
+        cmd.append("--force")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cached = False
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "didn't change, skipping" in line or "Restored stage" in line:
+            cached = True
+        sys.stdout.write(f"  [{name}] {line}" if line.strip() else line)
+        sys.stdout.flush()
+    code = proc.wait()
+    seconds = time.perf_counter() - t0
+    status = "failed" if code else ("cached" if cached else "ran")
+    return StageResult(name, seconds, status, code)
+
+
+def run_pipeline(root: Path, force: bool, env: dict[str, str], report: DemoReport) -> None:
+    """Every stage of ``dvc.yaml`` in order; stops at the first failure."""
+    from lpr_core.dvcgraph import load_stages
+
+    stages = load_stages(root / "dvc.yaml")
+    for i, stage in enumerate(stages, 1):
+        print(f"\n== stage {i}/{len(stages)}: {stage.name}")
+        result = run_stage(root, stage.name, force, env)
+        report.stages.append(result)
+        print(f"== {stage.name}: {result.status} in {result.seconds:.1f} s")
+        if result.returncode:
+            raise DemoError(
+                f"Stage '{stage.name}' failed (exit code {result.returncode}). Its own message is printed "
+                f"above. Fix the cause and run `lpr demo` again: finished stages are cached and will not "
+                f"run twice. To start over, run `lpr demo --fresh`.",
+                code=result.returncode,
+            )
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def summary_lines(root: Path, report: DemoReport) -> list[str]:
+    """The closing summary: stage times, data counts, gates, metrics, where to look next."""
+    lines = ["", "=" * 72, f"LPR demo summary (pipeline run {report.pipeline_run_id})", "-" * 72]
+    total = sum(s.seconds for s in report.stages)
+    for s in report.stages:
+        lines.append(f"  {s.name:<16} {s.status:<7} {s.seconds:7.1f} s")
+    lines.append(f"  {'total':<16} {'':<7} {total:7.1f} s")
+    if report.stages and all(s.status == "cached" for s in report.stages):
+        lines.append("  (every stage was cached: nothing changed since the last run; `lpr demo --fresh` reruns all)")
+    dl = _read_json(root / "data/download/download_summary.json")
+    if dl:
+        lines.append("data:")
+        for name, d in (dl.get("lists") or dl).items():
+            if isinstance(d, dict) and "total" in d:
+                lines.append(
+                    f"  {name:<14} {d.get('total', 0):>6} urls, {d.get('success', 0):>6} ok, "
+                    f"{d.get('recovered', 0):>4} recovered by retry, {d.get('failed', 0):>4} failed"
+                )
+    val = _read_json(root / "data/validate/validation_summary.json")
+    if val:
+        lines.append(f"validation: {'PASSED' if val.get('success') else 'FAILED'}")
+    lines += [
+        "next:",
+        "  lpr ui                      # MLflow UI on the embedded store (runs of every stage)",
+        "  dvc metrics show            # the metrics of the last pipeline run",
+        "  data/validate/data_docs/    # great-expectations Data Docs (open index.html)",
+        "=" * 72,
+    ]
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``lpr demo``."""
+    root = args.root.resolve()
+    if not (root / "dvc.yaml").exists():
+        print(f"lpr demo: no dvc.yaml in {root}; run it from the project root (or pass --root).", file=sys.stderr)
+        return 2
+    from lpr_core.synth import ImageServer, set_url_prefix
+
+    report = DemoReport(pipeline_run_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    env = {**os.environ, "LPR_PIPELINE_RUN_ID": report.pipeline_run_id, "GX_ANALYTICS_ENABLED": "false"}
+    try:
+        world = prepare_world(root, args.size, args.seed, args.fresh)
+        port = args.port
+        if not _port_free(port):
+            if args.port != DEFAULT_PORT:
+                raise DemoError(f"Port {port} on 127.0.0.1 is in use. Pick another with --port N.", code=2)
+            port = 0
+            print(f"port {DEFAULT_PORT} is in use: serving on a free port (the download stage will rerun)")
+        with ImageServer(world, host="127.0.0.1", port=port, fault_rate=args.fault_rate, seed=args.seed) as server:
+            set_url_prefix(world, server.url_prefix)
+            print(f"serving the world's images at {server.url_prefix} (fault rate {args.fault_rate:.0%})")
+            run_pipeline(root, args.fresh, env, report)
+    except DemoError as exc:
+        print("\n".join(summary_lines(root, report)))
+        print(f"\nlpr demo: {exc}", file=sys.stderr)
+        return exc.code
+    except OSError as exc:
+        print(f"\nlpr demo: {exc.strerror or exc} ({exc.filename or ''}). Check free disk space and permissions.", file=sys.stderr)
+        return 1
+    print("\n".join(summary_lines(root, report)))
+    return 0
