@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ class DemoReport:
 
     pipeline_run_id: str
     stages: list[StageResult] = field(default_factory=list)
+    promotion: str | None = None
 
 
 class DemoError(RuntimeError):
@@ -88,6 +90,20 @@ def prepare_world(root: Path, size: str, seed: int, fresh: bool) -> Path:
     return world
 
 
+def _point_world_at(root: Path, world: Path, prefix: str) -> None:
+    """Re-point the world's URL files at the server; a different prefix invalidates the download."""
+    from lpr_core.synth import set_url_prefix
+
+    first = next(iter(sorted(world.glob("test_image_url_*.txt"))), None)
+    current = first.read_text().split("\n", 1)[0] if first else ""
+    if current and not current.startswith(prefix):
+        stale = root / "data" / "download"
+        if stale.exists():
+            print(f"the image server moved to {prefix}: the previous download is discarded")
+            shutil.rmtree(stale)
+    set_url_prefix(world, prefix)
+
+
 def run_stage(root: Path, name: str, force: bool, env: dict[str, str]) -> StageResult:
     """Run one stage with ``dvc repro --single-item``; report whether it ran or was cached."""
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", name]
@@ -127,6 +143,37 @@ def run_pipeline(root: Path, force: bool, env: dict[str, str], report: DemoRepor
             )
 
 
+def run_promotion(root: Path, env: dict[str, str], report: DemoReport) -> None:
+    """Register the evaluated model and run the registry gate (``lpr promote``)."""
+    import hashlib
+
+    candidate = root / "data/evaluate/candidate.json"
+    digest = hashlib.sha256(candidate.read_bytes()).hexdigest()
+    seen_file = root / ".lpr" / "registered.json"
+    seen = _read_json(seen_file) or {}
+    if digest in seen:
+        report.promotion = f"unchanged candidate, already gated: {seen[digest]}"
+        print(f"\n== promote: skipped, this candidate was already gated ({seen[digest]})")
+        return
+    print("\n== promote: register the evaluated model and run the gate")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lpr_core.cli", "promote", "--candidate-from", "data/evaluate"],
+                          cwd=root, env=env, capture_output=True, text=True)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    report.promotion = next((ln for ln in proc.stdout.splitlines() if "PROMOTED" in ln or "REFUSED" in ln),
+                            proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no decision")
+    report.stages.append(StageResult("promote", time.perf_counter() - t0, "failed" if proc.returncode else "ran",
+                                     proc.returncode))
+    if not proc.returncode:
+        seen[digest] = report.promotion.strip()
+        seen_file.parent.mkdir(exist_ok=True)
+        seen_file.write_text(json.dumps(seen, indent=1))
+    if proc.returncode:
+        raise DemoError(f"The promotion step failed (exit code {proc.returncode}); its message is above.",
+                        code=proc.returncode)
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -146,20 +193,36 @@ def summary_lines(root: Path, report: DemoReport) -> list[str]:
     dl = _read_json(root / "data/download/download_summary.json")
     if dl:
         lines.append("data:")
-        for name, d in (dl.get("lists") or dl).items():
+        for name, d in (dl.get("lists") or {}).items():
             if isinstance(d, dict) and "total" in d:
                 lines.append(
-                    f"  {name:<14} {d.get('total', 0):>6} urls, {d.get('success', 0):>6} ok, "
-                    f"{d.get('recovered', 0):>4} recovered by retry, {d.get('failed', 0):>4} failed"
+                    f"  {name:<18} {d['total']:>6} urls, {d['success']:>6} ok, "
+                    f"{d.get('recovered_by_retry', 0):>4} recovered by retry, {d['failed']:>4} failed"
                 )
     val = _read_json(root / "data/validate/validation_summary.json")
     if val:
         lines.append(f"validation: {'PASSED' if val.get('success') else 'FAILED'}")
+    det = _read_json(root / "data/metrics/train_detector.json") or {}
+    if det:
+        shown = {k: v for k, v in det.items() if "map" in k.lower()}
+        lines.append("detector: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(shown.items())))
+    ev = _read_json(root / "data/metrics/evaluate.json") or {}
+    if ev:
+        parts = []
+        for k in (1, 5, 10):
+            v = ev.get(f"test/rank{k}")
+            lo, hi = ev.get(f"test/rank{k}_ci_low"), ev.get(f"test/rank{k}_ci_high")
+            if v is not None:
+                parts.append(f"rank-{k} {v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""))
+        lines.append("retrieval (95% CI over livestreams): " + ", ".join(parts))
+    if report.promotion:
+        lines.append(f"promotion: {report.promotion.strip()}")
     lines += [
         "next:",
         "  lpr ui                      # MLflow UI on the embedded store (runs of every stage)",
         "  dvc metrics show            # the metrics of the last pipeline run",
-        "  data/validate/data_docs/    # great-expectations Data Docs (open index.html)",
+        "  data/validate/data_docs/index.html   # great-expectations Data Docs",
+        "  data/evaluate/report.html            # evaluation report with retrieval examples",
         "=" * 72,
     ]
     return lines
@@ -171,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     if not (root / "dvc.yaml").exists():
         print(f"lpr demo: no dvc.yaml in {root}; run it from the project root (or pass --root).", file=sys.stderr)
         return 2
-    from lpr_core.synth import ImageServer, set_url_prefix
+    from lpr_core.synth import ImageServer
 
     report = DemoReport(pipeline_run_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
     env = {**os.environ, "LPR_PIPELINE_RUN_ID": report.pipeline_run_id, "GX_ANALYTICS_ENABLED": "false"}
@@ -184,9 +247,11 @@ def run(args: argparse.Namespace) -> int:
             port = 0
             print(f"port {DEFAULT_PORT} is in use: serving on a free port (the download stage will rerun)")
         with ImageServer(world, host="127.0.0.1", port=port, fault_rate=args.fault_rate, seed=args.seed) as server:
-            set_url_prefix(world, server.url_prefix)
+            _point_world_at(root, world, server.url_prefix)
             print(f"serving the world's images at {server.url_prefix} (fault rate {args.fault_rate:.0%})")
             run_pipeline(root, args.fresh, env, report)
+        if (root / "data/evaluate/candidate.json").exists():
+            run_promotion(root, env, report)
     except DemoError as exc:
         print("\n".join(summary_lines(root, report)))
         print(f"\nlpr demo: {exc}", file=sys.stderr)
