@@ -1,0 +1,226 @@
+"""Data tests: each defect class, planted in a copy of a tiny world, fails validation by name.
+
+Every test plants one defect, runs the real validation (real readers, real great-expectations
+checkpoint, real Pillow decoding) and asserts that the expectation meant for that defect failed
+and named the planted id. The clean world passes.
+"""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pytest
+
+from .world import one_file, read_json, read_manifest, set_column, write_json, write_manifest
+
+
+def failed(outcome) -> set[str]:
+    return {f"{c.suite}.{c.check}" for c in outcome.checks if not c.success}
+
+
+def detail_of(outcome, check: str, id_: str) -> str:
+    f = outcome.failing
+    suite, name = check.split(".")
+    return f.loc[(f["suite"] == suite) & (f["check"] == name) & (f["id"] == id_), "detail"].iloc[0]
+
+
+def failing_ids(outcome, check: str, severity: str = "error") -> set[str]:
+    f = outcome.failing
+    suite, name = check.split(".")
+    return set(f.loc[(f["suite"] == suite) & (f["check"] == name) & (f["severity"] == severity), "id"])
+
+
+def videoinfo_rows(world) -> tuple[object, list[list[str]]]:
+    path = one_file(world.annotations, "videoinfo")
+    return path, [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def write_videoinfo_rows(path, rows) -> None:
+    path.write_text("".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_clean_world_passes(world):
+    outcome = world.validate()
+    assert outcome.success, failed(outcome)
+    assert not failed(outcome)
+    assert (outcome.failing["severity"] != "error").all()
+    assert outcome.summary["counts"]["test_queries"] > 0
+    assert set(outcome.summary["suites"]) == {c.suite for c in outcome.checks}
+    assert outcome.summary["download_success_rate"]["test/frames"] == 1.0
+
+
+def test_gt_image_missing_from_its_gallery(world):
+    gt_path = one_file(world.annotations, "test_gt_images")
+    gallery = read_json(one_file(world.annotations, "test_gallery"))
+    gt = read_json(gt_path)
+    clip = sorted(gt)[0]
+    other_live = next(live for live in gallery if live != clip[:36])
+    gt[clip] = [gallery[other_live][0]]  # an existing, downloaded image of another livestream
+    write_json(gt_path, gt)
+    outcome = world.validate()
+    assert "test_queries.gt_in_gallery" in failed(outcome)
+    assert failing_ids(outcome, "test_queries.gt_in_gallery") == {clip}
+    assert detail_of(outcome, "test_queries.gt_in_gallery", clip) == (
+        f"not in the gallery of {clip[:36]}: {gt[clip][0]}"
+    )
+
+
+def test_box_outside_the_frame(world):
+    path = one_file(world.annotations, "test_frame_boxes")
+    boxes = read_json(path)
+    frame = sorted(boxes)[0]
+    frames = read_manifest(world.download, "test", "frames").to_pylist()
+    original_width = next(r["original_width"] for r in frames if r["frame_id"] == frame)
+    x1, y1, _, y2 = boxes[frame][0]
+    boxes[frame][0] = [x1, y1, original_width + 40.0, y2]
+    write_json(path, boxes)
+    outcome = world.validate()
+    assert failed(outcome) == {"boxes.inside_image"}
+    assert failing_ids(outcome, "boxes.inside_image") == {frame}
+    assert f"{original_width + 40:.1f}" in detail_of(outcome, "boxes.inside_image", frame)
+
+
+def test_malformed_box(world):
+    path = one_file(world.annotations, "test_frame_boxes")
+    boxes = read_json(path)
+    frame = sorted(boxes)[-1]
+    x1, y1, x2, y2 = boxes[frame][0]
+    boxes[frame][0] = [x2, y1, x1, y2]  # x1 > x2
+    write_json(path, boxes)
+    outcome = world.validate()
+    assert "boxes.well_formed" in failed(outcome)
+    assert failing_ids(outcome, "boxes.well_formed") == {frame}
+
+
+def test_duplicate_clip_id(world):
+    path, rows = videoinfo_rows(world)
+    rows.append(list(rows[0]))
+    write_videoinfo_rows(path, rows)
+    outcome = world.validate()
+    assert failed(outcome) == {"train_clips.unique"}
+    assert failing_ids(outcome, "train_clips.unique") == {rows[0][0]}
+
+
+def test_corrupt_jpeg(world):
+    frames = read_manifest(world.download, "test", "frames")
+    row = frames.slice(3, 1).to_pylist()[0]
+    data = (world.download / row["path"]).read_bytes()
+    (world.download / row["path"]).write_bytes(data[: len(data) // 2])  # truncated: no EOI
+    outcome = world.validate()
+    assert failed(outcome) == {"manifests.decodes"}
+    assert failing_ids(outcome, "manifests.decodes") == {row["frame_id"]}
+    assert outcome.summary["counts"]["decode_failures"] == 1
+
+
+def test_download_success_rate_below_threshold(world):
+    table = read_manifest(world.download, "train", "frames")
+    n = table.num_rows
+    n_failed = int(n * (1 - world.params.min_download_success_rate)) + 2
+    status = ["failed" if i < n_failed else "success" for i in range(n)]
+    write_manifest(world.download, "train", "frames", set_column(table, "status", status))
+    outcome = world.validate()
+    assert "files.download_success_rate" in failed(outcome)
+    assert failing_ids(outcome, "files.download_success_rate") == {"manifest/train_frames"}
+    assert outcome.summary["download_success_rate"]["train/frames"] == pytest.approx((n - n_failed) / n)
+
+
+def test_missing_gallery_for_a_livestream_with_queries(world):
+    path = one_file(world.annotations, "test_gallery")
+    gallery = read_json(path)
+    live = sorted(gallery)[0]
+    del gallery[live]
+    write_json(path, gallery)
+    outcome = world.validate()
+    assert "test_livestreams.has_gallery" in failed(outcome)
+    assert failing_ids(outcome, "test_livestreams.has_gallery") == {live}
+
+
+def test_inconsistent_category_name(world):
+    path, rows = videoinfo_rows(world)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r[5]] = counts.get(r[5], 0) + 1
+    category = next(c for c, n in counts.items() if n >= 2)
+    row = next(r for r in rows if r[5] == category)
+    row[6] = row[6] + " (renamed)"
+    write_videoinfo_rows(path, rows)
+    outcome = world.validate()
+    assert failed(outcome) == {"categories.one_name_per_id"}
+    assert failing_ids(outcome, "categories.one_name_per_id") == {category}
+
+
+def test_type_code_outside_its_set(world):
+    # the lenient reader rejects the row; its rejects count is what fails
+    path, rows = videoinfo_rows(world)
+    rows[2][8] = "7"  # scale type: 0, 1, 2
+    write_videoinfo_rows(path, rows)
+    outcome = world.validate()
+    assert failed(outcome) == {"files.reader_rejects"}
+    assert failing_ids(outcome, "files.reader_rejects") == {"videoinfo", f"{path.name}:3"}
+    f = outcome.failing
+    assert "scale_type" in f.loc[f["id"] == f"{path.name}:3", "detail"].item()
+
+
+def test_frame_and_box_lists_of_different_lengths(world):
+    path, rows = videoinfo_rows(world)
+    boxes = rows[1][2]
+    rows[1][2] = boxes[: boxes.rindex(", [")] + "]"  # drop the last frame's box list
+    write_videoinfo_rows(path, rows)
+    outcome = world.validate()
+    assert failed(outcome) == {"files.reader_rejects"}
+    assert failing_ids(outcome, "files.reader_rejects") == {"videoinfo", f"{path.name}:2"}
+
+
+def test_query_with_too_few_decodable_frames(world):
+    table = read_manifest(world.download, "test", "frames")
+    clip = table["clip_id"][0].as_py()
+    in_clip = pc.equal(table["clip_id"], clip).to_pylist()
+    keep = world.params.min_decodable_frames - 1
+    status, seen = [], 0
+    for hit in in_clip:
+        seen += hit
+        status.append("failed" if hit and seen > keep else "success")
+    write_manifest(world.download, "test", "frames", set_column(table, "status", status))
+    outcome = world.validate()
+    assert failed(outcome) == {"test_queries.decodable_frames"}
+    assert failing_ids(outcome, "test_queries.decodable_frames") == {clip}
+
+
+def test_wrong_keep_ratio_size(world):
+    table = read_manifest(world.download, "test", "images")
+    widths = table["width"].to_pylist()
+    widths[1] += 10
+    write_manifest(world.download, "test", "images", set_column(table, "width", widths))
+    outcome = world.validate()
+    assert failed(outcome) == {"manifests.keep_ratio_size"}
+    assert failing_ids(outcome, "manifests.keep_ratio_size") == {table["image_id"][1].as_py()}
+    assert detail_of(outcome, "manifests.keep_ratio_size", table["image_id"][1].as_py()).startswith(
+        f"downloaded {widths[1]}x{table['height'][1].as_py()} from an original"
+    )
+
+
+def test_duplicate_images_are_reported_and_fail_above_the_threshold(world):
+    table = read_manifest(world.download, "test", "images")
+    sha = table["sha256"].to_pylist()
+    sha[2] = sha[1]  # a re-upload: same bytes under another image id
+    write_manifest(world.download, "test", "images", set_column(table, "sha256", sha))
+    dup = {table["image_id"][1].as_py(), table["image_id"][2].as_py()}
+
+    n_images = sum(read_manifest(world.download, s, "images").num_rows for s in ("train", "test"))
+    lenient = world.validate(max_duplicate_image_fraction=3 / n_images)
+    assert lenient.success
+    assert failing_ids(lenient, "manifests.duplicate_images", "warning") == dup
+
+    strict = world.validate(max_duplicate_image_fraction=1 / n_images)
+    assert failed(strict) == {"manifests.duplicate_images"}
+    assert failing_ids(strict, "manifests.duplicate_images") == dup
+
+
+def test_missing_required_manifest(world):
+    (world.download / "manifests" / "test_images.parquet").unlink()
+    outcome = world.validate()
+    assert "files.present" in failed(outcome)
+    assert failing_ids(outcome, "files.present") == {"manifest/test_images"}
+    # the same input, declared optional, only fails what truly needs it (the gallery downloads)
+    optional = world.validate(required=tuple(r for r in world.params.required if r != "manifest/test_images"))
+    assert "files.present" not in failed(optional)
+    assert "test_gallery.downloaded" in failed(optional)
