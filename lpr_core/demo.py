@@ -237,7 +237,10 @@ def run(args: argparse.Namespace) -> int:
     from lpr_core.synth import ImageServer
 
     report = DemoReport(pipeline_run_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
-    env = {**os.environ, "LPR_PIPELINE_RUN_ID": report.pipeline_run_id, "GX_ANALYTICS_ENABLED": "false"}
+    # the stages' `python` must be this environment's, whether or not it is activated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "LPR_PIPELINE_RUN_ID": report.pipeline_run_id,
+           "GX_ANALYTICS_ENABLED": "false", "NO_ALBUMENTATIONS_UPDATE": "1"}
     try:
         world = prepare_world(root, args.size, args.seed, args.fresh)
         port = args.port

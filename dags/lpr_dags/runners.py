@@ -9,7 +9,9 @@ callback of :class:`FailureReporter`.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import sys
 from typing import TYPE_CHECKING, Any
 
 from lpr_dags.settings import Settings, resolve_tool
@@ -88,9 +90,11 @@ class LocalRunner:
     def _bash(self, task_id: str, command: str, **kwargs: Any):
         from airflow.providers.standard.operators.bash import BashOperator
 
+        # the stages' `python` (run by dvc) must be this interpreter's environment, activated or not
+        bin_dir = shlex.quote(os.path.dirname(sys.executable))
         return BashOperator(
             task_id=task_id,
-            bash_command=command,
+            bash_command=f'export PATH={bin_dir}:"$PATH"; {command}',
             cwd=str(self.settings.project_dir),
             env=self.env,
             append_env=True,
