@@ -636,8 +636,9 @@ def iter_videoinfo_batches(
     pool = None
     try:
         if workers > 1 and len(tasks) > 1:
-            # fork where available: no re-import of __main__, cheap start (Arrow has at-fork handlers)
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            # never plain fork: a caller with threads (Airflow, MLflow, torch) can leave a lock held in
+            # the child and deadlock it; forkserver forks from a clean single-threaded server
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
             _build_batch([])  # pyarrow's one-time lazy imports happen here, not once per worker
             pool = multiprocessing.get_context(method).Pool(min(workers, len(tasks)))
             results = _ordered_window(pool, tasks, window=2 * workers)
