@@ -51,6 +51,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 }
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children (data loader workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     """``base`` with ``override`` merged in, recursively (copies)."""
     out = copy.deepcopy(base)
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         out = work / "variants" / args.tag / name.lstrip("+")
         params_file = write_params(out / "params.yaml", {**params, "train_encoder": section})
         load_before = os.getloadavg()[0]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         print(f"\n== {name}: {VARIANTS[name][0]}")
         if train_encoder.main(stage_args(prepared, download, out, params_file, args.reuse)) != 0:
             return 1
@@ -232,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": summary["steps"],
             "train_seconds": summary["train_seconds"],
             "wall_seconds": round(time.perf_counter() - t0, 1),
+            "cpu_seconds": round(_cpu_seconds() - cpu0, 1),
             "load_avg": round((load_before + os.getloadavg()[0]) / 2, 1),
             "queries": test.summary["num_queries"],
         })
@@ -240,13 +247,13 @@ def main(argv: list[str] | None = None) -> int:
 
     (work / "variants" / args.tag).mkdir(parents=True, exist_ok=True)
     (work / "variants" / args.tag / "ablation.json").write_text(json.dumps({"sets": args.sets, "steps": args.steps, "rows": rows}, indent=1))
-    print("\n| variant | adds | test R1 | test R5 | test mAP | GT-box R1 | val R1 | steps | train s | load |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| variant | adds | test R1 | test R5 | test mAP | GT-box R1 | val R1 | steps | train s | CPU s | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         gtb = "" if r["test_rank1_gt_boxes"] is None else f"{r['test_rank1_gt_boxes']:.3f}"
         val = "" if r["val_rank1"] is None else f"{r['val_rank1']:.3f}"
         print(f"| {r['variant']} | {r['adds']} | {r['test_rank1']:.3f} | {r['test_rank5']:.3f} | {r['test_mAP']:.3f} | "
-              f"{gtb} | {val} | {r['steps']} | {r['train_seconds']:.0f} | {r['load_avg']} |")
+              f"{gtb} | {val} | {r['steps']} | {r['train_seconds']:.0f} | {r['cpu_seconds']:.0f} | {r['load_avg']} |")
     by = {r["variant"]: r for r in rows}
     result = []
     if "baseline" in by:
