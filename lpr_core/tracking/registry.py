@@ -63,9 +63,11 @@ def register_candidate(model_uri: str, metrics: Mapping[str, float], data_versio
             client.create_registered_model(cfg.model_name, description="LPR clip/image encoder (+ detector)")
         except MlflowException:  # created concurrently
             pass
+    # a logged model (``models:/m-<id>``) must be named by its id too, or a tracking server refuses it
+    model_id = model_uri[len("models:/"):] if model_uri.startswith("models:/m-") else None
     mv = client.create_model_version(
         cfg.model_name, model_uri, run_id=run_id,
-        tags=version_tags(metrics, data_version, validation_passed, extra_tags),
+        tags=version_tags(metrics, data_version, validation_passed, extra_tags), model_id=model_id,
     )
     return str(mv.version)
 

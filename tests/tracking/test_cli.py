@@ -1,40 +1,19 @@
 """`lpr promote` / `lpr rollback` end to end on a real sqlite store with a real (tiny) encoder."""
 
-import json
-import shutil
-from pathlib import Path
-
 import pytest
 
 from lpr_core import cli
 from lpr_core.tracking import registry
 from lpr_core.tracking.gate import GateConfig
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.tracking.helpers import make_project, tracking_uri_restored, write_candidate
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    from lpr_core.models.encoder import EncoderConfig, build_encoder, save_encoder
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    enc = build_encoder(EncoderConfig(backbone="resnet10", backbone_width=8, image_size=32, num_frames=2,
-                                      embed_dim=16, pmd=False, pfr=False))
-    save_encoder(enc, tmp_path / "models/encoder/encoder.pt")
-    return tmp_path
-
-
-def write_candidate(root, rank1, small=0.5, dv="d1", ok=True):
-    out = root / "data/evaluate"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "candidate.json").write_text(json.dumps({
-        "encoder": str(root / "models/encoder/encoder.pt"), "detector": None,
-        "metrics": {"test/rank1": rank1, "test/scale_type/small/rank1": small},
-        "data_version": dv, "validation_passed": ok,
-    }))
-    return out
+    with tracking_uri_restored():
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        yield make_project(tmp_path)
 
 
 def test_promote_registers_a_logged_model_and_gates_it(project, capsys):
