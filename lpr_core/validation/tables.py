@@ -3,7 +3,9 @@
 Relational checks (a ground-truth image in its livestream's gallery, a box inside its downloaded
 frame, a query's decodable frames) become derived boolean or count columns, computed with
 vectorised joins (integer keys, ``pd.Index.get_indexer``, ``np.isin``), so that each expectation
-is a plain built-in one on a column. Every table has an ``id`` column naming the row's entity
+is a plain built-in one on a column. Row-level checks of half a million rows that a built-in
+expectation would run in Python row by row (the id grammar of the manifests) are computed here
+once, in Arrow, as boolean columns. Every table has an ``id`` column naming the row's entity
 (a clip id, frame id, image id, live id, category id or input name): it is the id reported when
 a row fails. Small tables also carry a ``detail`` column, shown next to a failing id.
 
@@ -21,6 +23,7 @@ import pyarrow.compute as pc
 from lpr_core.formats.schema import URL_LISTS
 from lpr_core.validation.inputs import MANIFESTS, ValidationInputs
 from lpr_core.validation.params import ValidateParams
+from lpr_core.validation.patterns import FRAME_PATTERN, UUID_PATTERN
 
 __all__ = [
     "TABLE_NAMES",
@@ -174,16 +177,21 @@ _MANIFEST_NUMERIC = ("width", "height", "original_width", "original_height")
 def normalize_manifest(table: pa.Table | None, split: str, kind: str) -> pd.DataFrame | None:
     """The columns of a manifest the checks need, as a DataFrame (None when unusable).
 
-    Columns: ``id``, ``status``, the four sizes (float, NaN when null or absent), ``sha256``
-    (images), ``clip_id`` and ``frame_index`` (frames). A manifest without its id or ``status``
+    Columns: ``id``, ``id_ok`` (the id follows the frame or image id grammar; NA for a null
+    id), ``status``, the four sizes (float, NaN when null or absent), ``sha256`` (images),
+    ``clip_id`` and ``frame_index`` (frames). A manifest without its id or ``status``
     column is unusable (its schema check fails).
     """
     id_col = "frame_id" if kind == "frames" else "image_id"
     if table is None or id_col not in table.column_names or "status" not in table.column_names:
         return None
     n = table.num_rows
+    ids = pc.cast(table[id_col], pa.string())
+    # the id grammar, one RE2 pass here (NA: no id to check)
+    id_ok = pc.match_substring_regex(ids, FRAME_PATTERN if kind == "frames" else UUID_PATTERN)
     cols: dict[str, object] = {
-        "id": _np(pc.cast(table[id_col], pa.string())),
+        "id": _np(ids),
+        "id_ok": _bool(_np(id_ok.fill_null(False), bool), _np(id_ok.is_null(), bool)),
         "status": _np(pc.cast(table["status"], pa.string())),
     }
     for c in _MANIFEST_NUMERIC:
@@ -305,6 +313,8 @@ def _manifests_table(manifests: dict, params: ValidateParams) -> pd.DataFrame:
                 "split": pd.Series(dtype=object),
                 "kind": pd.Series(dtype=object),
                 "status": pd.Series(dtype=object),
+                "frame_id_ok": pd.Series(dtype="boolean"),
+                "image_id_ok": pd.Series(dtype="boolean"),
                 "size_ok": pd.Series(dtype="boolean"),
                 "sha256": pd.Series(dtype=object),
                 "sha_unique": pd.Series(dtype="boolean"),
@@ -312,9 +322,12 @@ def _manifests_table(manifests: dict, params: ValidateParams) -> pd.DataFrame:
                 "detail": pd.Series(dtype=object),
             }
         )
-    cols = ["id", "split", "kind", "status", *_MANIFEST_NUMERIC, "sha256", "decoded"]
+    cols = ["id", "id_ok", "split", "kind", "status", *_MANIFEST_NUMERIC, "sha256", "decoded"]
     df = pd.concat([p.reindex(columns=cols) for p in parts], ignore_index=True)
     success = df["status"].to_numpy() == "success"
+    is_frame = df["kind"].to_numpy() == "frames"
+    id_unknown = df["id_ok"].isna().to_numpy()
+    id_ok = df["id_ok"].fillna(False).to_numpy(dtype=bool)
     size_ok = keep_ratio_ok(
         df["width"].to_numpy(),
         df["height"].to_numpy(),
@@ -325,6 +338,9 @@ def _manifests_table(manifests: dict, params: ValidateParams) -> pd.DataFrame:
         tolerance=params.size_tolerance_px,
     )
     out = pd.DataFrame({"id": df["id"], "split": df["split"], "kind": df["kind"], "status": df["status"]})
+    # the id grammar per kind (NA on the other kind's rows, and where the id is missing)
+    out["frame_id_ok"] = _bool(id_ok, id_unknown | ~is_frame)
+    out["image_id_ok"] = _bool(id_ok, id_unknown | is_frame)
     out["size_ok"] = _bool(size_ok, ~success)
     w, h, ow, oh = (df[c].to_numpy() for c in _MANIFEST_NUMERIC)
     out["detail"] = _details(

@@ -224,3 +224,22 @@ def test_missing_required_manifest(world):
     optional = world.validate(required=tuple(r for r in world.params.required if r != "manifest/test_images"))
     assert "files.present" not in failed(optional)
     assert "test_gallery.downloaded" in failed(optional)
+
+
+def test_manifest_ids_off_the_grammar(world):
+    # the id grammar is matched once per row when the check table is built: a frame id with a
+    # path in it, and an image id with a trailing newline (which Python's ``$`` would let through)
+    frames = read_manifest(world.download, "test", "frames")
+    frame_ids = frames["frame_id"].to_pylist()
+    bad_frame = frame_ids[1] = f"../{frame_ids[1]}"
+    write_manifest(world.download, "test", "frames", set_column(frames, "frame_id", frame_ids))
+    images = read_manifest(world.download, "train", "images")
+    image_ids = images["image_id"].to_pylist()
+    bad_image = image_ids[0] = f"{image_ids[0]}\n"
+    write_manifest(world.download, "train", "images", set_column(images, "image_id", image_ids))
+    outcome = world.validate()
+    assert {"manifests.frame_id", "manifests.image_id"} <= failed(outcome)
+    assert failing_ids(outcome, "manifests.frame_id") == {bad_frame}
+    assert failing_ids(outcome, "manifests.image_id") == {bad_image}
+    checks = {c.check: c for c in outcome.checks if c.suite == "manifests"}
+    assert checks["frame_id"].unexpected_count == 1 and checks["image_id"].unexpected_count == 1

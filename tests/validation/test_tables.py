@@ -254,3 +254,14 @@ def test_train_boxes_are_checked_against_the_train_frames_manifest():
     assert b["split"].tolist() == ["train"] * 3
     assert b["id"].tolist() == [f"{CLIP_A}-0000", f"{CLIP_A}-0002", f"{CLIP_A}-0002"]
     assert b["inside_image"].tolist() == [True, True, False]
+
+
+def test_manifest_id_grammar_per_kind_with_na_on_the_other_kind():
+    frames = _frames_manifest([{"clip": CLIP_A, "index": 0}, {"clip": CLIP_A, "index": 1}])
+    ids = frames["frame_id"].to_pylist()
+    frames = frames.set_column(0, "frame_id", pa.array([ids[0], f"{ids[1]}\n"], pa.string()))
+    images = _images_manifest([{"id": IMG[0]}, {"id": f"../{IMG[1]}"}])
+    m = build_tables(make_inputs(frames=frames, images=images), no_decode(), P)["manifests"]
+    assert m["kind"].tolist() == ["frames", "frames", "images", "images"]
+    assert m["frame_id_ok"].tolist() == [True, False, pd.NA, pd.NA]  # "\n" after the id: not the grammar
+    assert m["image_id_ok"].tolist() == [pd.NA, pd.NA, True, False]
