@@ -90,7 +90,7 @@ def prepare_world(root: Path, size: str, seed: int, fresh: bool) -> Path:
     return world
 
 
-def _point_world_at(root: Path, world: Path, prefix: str) -> None:
+def point_world_at(root: Path, world: Path, prefix: str) -> None:
     """Re-point the world's URL files at the server; a different prefix invalidates the download."""
     from lpr_core.synth import set_url_prefix
 
@@ -102,6 +102,19 @@ def _point_world_at(root: Path, world: Path, prefix: str) -> None:
             print(f"the image server moved to {prefix}: the previous download is discarded")
             shutil.rmtree(stale)
     set_url_prefix(world, prefix)
+
+
+def stage_env(pipeline_run_id: str | None) -> dict[str, str]:
+    """The environment the stages run in: this interpreter's scripts first on ``PATH`` (``dvc.yaml``
+    runs ``python``), the pipeline run id (left unset for ``None``: the stages then derive one from
+    the ``dvc`` process) and no analytics or update checks."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.pop("LPR_PIPELINE_RUN_ID", None)
+    if pipeline_run_id is not None:
+        env["LPR_PIPELINE_RUN_ID"] = pipeline_run_id
+    env.update(GX_ANALYTICS_ENABLED="false", NO_ALBUMENTATIONS_UPDATE="1")
+    return env
 
 
 def run_stage(root: Path, name: str, force: bool, env: dict[str, str]) -> StageResult:
@@ -238,9 +251,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = DemoReport(pipeline_run_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
     # the stages' `python` must be this environment's, whether or not it is activated
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "LPR_PIPELINE_RUN_ID": report.pipeline_run_id,
-           "GX_ANALYTICS_ENABLED": "false", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env = stage_env(report.pipeline_run_id)
     try:
         world = prepare_world(root, args.size, args.seed, args.fresh)
         port = args.port
@@ -250,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
             port = 0
             print(f"port {DEFAULT_PORT} is in use: serving on a free port (the download stage will rerun)")
         with ImageServer(world, host="127.0.0.1", port=port, fault_rate=args.fault_rate, seed=args.seed) as server:
-            _point_world_at(root, world, server.url_prefix)
+            point_world_at(root, world, server.url_prefix)
             print(f"serving the world's images at {server.url_prefix} (fault rate {args.fault_rate:.0%})")
             run_pipeline(root, args.fresh, env, report)
         if (root / "data/evaluate/candidate.json").exists():

@@ -145,3 +145,16 @@ def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
     return lambda: DagBag(dag_folder=str(DAGS))
+
+
+@pytest.fixture(scope="module")
+def real_tiny_project(tmp_path_factory, request):
+    """The real pipeline on the tiny world (``tests/pipeline/project.py``, shared with the pipeline
+    tests): a copy of the session's project after its first ``dvc repro``, with every stage after
+    ``download`` forgotten (lock entries and run cache), so a DAG run executes them again while the
+    download, minutes of HTTP on a small machine, stays cached."""
+    from tests.pipeline.project import fresh_copy
+
+    project = fresh_copy(tmp_path_factory, request, "dag-real-world", reproduced_state=True)
+    project.forget_stages_after("download")
+    return project
