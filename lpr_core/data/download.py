@@ -52,7 +52,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lpr_core.data.manifest import (
     Outcome,
@@ -69,6 +69,9 @@ from lpr_core.data.manifest import (
     write_table_atomic,
 )
 from lpr_core.formats.schema import FILE_PATTERNS, URL_LISTS
+
+if TYPE_CHECKING:
+    from lpr_core.data.download_workers import WorkerServer
 
 __all__ = [
     "DownloadError",
@@ -337,10 +340,15 @@ def _check_distributor(name: str) -> None:
 
 
 def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, params: DownloadParams,
-                    log: Callable[[str], None] = print) -> float:
+                    log: Callable[[str], None] = print, workers: WorkerServer | None = None) -> float:
     """Run img2dataset on one list unless all its shards are complete.
 
     Must run in the main thread (img2dataset installs a SIGINT handler; it is restored after).
+
+    Args:
+        workers: with the ``multiprocessing`` distributor, start img2dataset's worker and logger
+            processes from this server (:mod:`lpr_core.data.download_workers`: img2dataset is
+            imported once per server, not once per process); None: img2dataset spawns them.
 
     Returns:
         img2dataset's wall time in seconds (0 when skipped).
@@ -356,7 +364,12 @@ def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, par
         return 0.0
     _check_distributor(params.distributor)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check (no network)
+    forked = workers is not None and params.distributor == "multiprocessing"
+    if forked:
+        workers.start()  # type: ignore[union-attr]  # the server imports img2dataset meanwhile
     import img2dataset
+
+    from lpr_core.data.download_workers import forked_workers
 
     folder.mkdir(parents=True, exist_ok=True)
     log(f"{folder.name}: img2dataset on {n_urls} URLs ({expected - len(done & set(range(expected)))} "
@@ -365,7 +378,8 @@ def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, par
     old_handler = signal.getsignal(signal.SIGINT) if main_thread else None
     t0 = time.perf_counter()
     try:
-        img2dataset.download(**img2dataset_kwargs(input_path, folder, params))
+        with forked_workers(workers) if forked else contextlib.nullcontext():  # type: ignore[arg-type]
+            img2dataset.download(**img2dataset_kwargs(input_path, folder, params))
     except SystemExit:
         # img2dataset's SIGINT handler calls sys.exit(0): an interrupt must not look like success
         raise KeyboardInterrupt("img2dataset was interrupted") from None
@@ -586,8 +600,10 @@ def retry_pass(
 
 
 def download_list(url_list: UrlList, out_root: str | Path, params: DownloadParams, *, progress: bool = True,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, workers: WorkerServer | None = None) -> dict[str, Any]:
     """Download one URL list, retry its failures and write its manifest.
+
+    ``workers``: see :func:`run_img2dataset`.
 
     Returns:
         The list's summary: counts (total, success, recovered_by_retry, failed, failed_by_reason),
@@ -597,7 +613,7 @@ def download_list(url_list: UrlList, out_root: str | Path, params: DownloadParam
     folder = out_root / url_list.folder_name
     folder.mkdir(parents=True, exist_ok=True)
     input_path = prepare_input(url_list, folder, params)
-    i2d_seconds = run_img2dataset(input_path, folder, len(url_list.urls), params, log)
+    i2d_seconds = run_img2dataset(input_path, folder, len(url_list.urls), params, log, workers)
 
     t0 = time.perf_counter()
     expected = dict.fromkeys(url_list.urls)
@@ -751,9 +767,18 @@ def download_all(urls_dir: str | Path, out_dir: str | Path, params: DownloadPara
         if lists[name].duplicates:
             log(f"{name}: {lists[name].duplicates} duplicate URL(s) in {path.name} dropped")
     out_dir.mkdir(parents=True, exist_ok=True)
+    from lpr_core.data.download_workers import WorkerServer
+
     with _exclusive(out_dir), orphan_guard():
-        for name, url_list in lists.items():
-            summary["lists"][name] = download_list(url_list, out_dir, params, progress=progress, log=log)
+        # img2dataset's processes of every list fork from one server started (lazily) in this
+        # guard: they carry its token, and img2dataset is imported once, not thrice per list
+        workers = WorkerServer()
+        try:
+            for name, url_list in lists.items():
+                summary["lists"][name] = download_list(url_list, out_dir, params, progress=progress, log=log,
+                                                       workers=workers)
+        finally:
+            workers.stop()
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     from lpr_core.formats.writers import atomic_write_text
 

@@ -4,6 +4,11 @@ The order of an epoch is a pure function of ``(seed, epoch)``, and a sampler can
 middle of an epoch (``position``), so a training run killed at any step resumes on exactly the
 samples it would have seen. Under DDP every rank reads a disjoint, equally long shard.
 
+With ``groups`` (e.g. the livestream of each training clip) an epoch is made of blocks of
+``group_block`` consecutive samples of one group: a batch then holds clips of one livestream,
+whose products share categories and colours -- the hard negatives of the LPR protocol, where
+a query is ranked only within its own livestream's gallery.
+
 With ``with_seeds=True`` the sampler yields ``(index, sample_seed)`` pairs: a dataset uses the
 seed for its own randomness (frame sampling, augmentation), which then no longer depends on the
 DataLoader's worker processes and is reproduced exactly after a resume.
@@ -41,6 +46,11 @@ class ResumableSampler:
             or ``floor`` when ``drop_last``.
         drop_last: drop the tail that does not divide evenly across ranks.
         with_seeds: yield ``(index, sample_seed)`` instead of ``index``.
+        groups: a group label per sample; with ``group_block`` the epoch is a shuffle of
+            single-group blocks (see the module docstring).
+        group_block: samples per single-group block: batch size x world size, so that each
+            rank's batch comes from one group (a group's last, shorter block is merged with
+            other groups' so that no sample is dropped; the one short block comes last).
     """
 
     def __init__(
@@ -53,6 +63,8 @@ class ResumableSampler:
         world_size: int = 1,
         drop_last: bool = False,
         with_seeds: bool = False,
+        groups: Any = None,
+        group_block: int = 0,
     ) -> None:
         if num_samples <= 0:
             raise ValueError(f"ResumableSampler needs a non-empty dataset, got num_samples={num_samples}")
@@ -65,6 +77,15 @@ class ResumableSampler:
         self.world_size = world_size
         self.drop_last = drop_last
         self.with_seeds = with_seeds
+        self.groups = None
+        self.group_block = int(group_block)
+        if groups is not None:
+            groups = np.asarray(groups)
+            if len(groups) != num_samples:
+                raise ValueError(f"groups has {len(groups)} labels for {num_samples} samples")
+            if self.group_block <= 0:
+                raise ValueError(f"group_block must be > 0 with groups, got {group_block}")
+            self.groups = np.unique(groups, return_inverse=True)[1]
         if drop_last:
             self.per_rank = num_samples // world_size
             if self.per_rank == 0:
@@ -76,7 +97,9 @@ class ResumableSampler:
 
     def epoch_indices(self, epoch: int) -> np.ndarray:
         """All indices of this rank for ``epoch``, in order (shape ``[per_rank]``)."""
-        if self.shuffle:
+        if self.shuffle and self.groups is not None:
+            order = self._grouped_order(np.random.default_rng([self.seed, epoch]))
+        elif self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
         else:
             order = np.arange(self.num_samples)
@@ -84,6 +107,23 @@ class ResumableSampler:
         if total > len(order):
             order = np.concatenate([order, np.resize(order, total - len(order))])
         return order[:total][self.rank :: self.world_size]
+
+    def _grouped_order(self, rng: np.random.Generator) -> np.ndarray:
+        """A permutation made of shuffled single-group blocks of ``group_block`` samples; the
+        short remainders of all groups are pooled, shuffled and cut into blocks too."""
+        blocks: list[np.ndarray] = []
+        leftovers: list[np.ndarray] = []
+        for g in range(int(self.groups.max()) + 1):
+            members = rng.permutation(np.flatnonzero(self.groups == g))
+            full = len(members) // self.group_block * self.group_block
+            blocks += np.split(members[:full], full // self.group_block) if full else []
+            leftovers.append(members[full:])
+        rest = rng.permutation(np.concatenate(leftovers)) if leftovers else np.empty(0, dtype=np.int64)
+        cut = len(rest) // self.group_block * self.group_block
+        blocks += [rest[i : i + self.group_block] for i in range(0, cut, self.group_block)]
+        # the one short block goes last, so every full block starts on a batch boundary
+        order = [blocks[i] for i in rng.permutation(len(blocks))] + [rest[cut:]]
+        return np.concatenate(order).astype(np.int64)
 
     def set_epoch(self, epoch: int, position: int = 0) -> None:
         """Start ``epoch`` at ``position`` (the number of this rank's samples already consumed)."""

@@ -62,6 +62,14 @@ def _basic_resnet(layers: list[int], width: int) -> nn.Module:
     return net
 
 
+def basic_resnet(name: str, width: int = 64) -> nn.Module:
+    """A torchvision ResNet (``resnet10/18/34``) of BasicBlocks with ``width`` first-stage
+    channels, randomly initialised (the body of the encoder's and the detector's backbones)."""
+    if name not in _BASIC_LAYERS:
+        raise ValueError(f"basic_resnet supports {sorted(_BASIC_LAYERS)}, not {name!r}")
+    return _basic_resnet(_BASIC_LAYERS[name], width)
+
+
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without its classifier: pooled feature and last-stage tokens."""
 

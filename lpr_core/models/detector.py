@@ -39,8 +39,13 @@ __all__ = [
     "load_detector",
 ]
 
-#: architecture -> classification backbone whose ImageNet weights fit its body
+#: architecture -> classification backbone whose ImageNet weights fit its body. The
+#: ``*_resnet18_fpn`` ones are built here around the project's ResNet-18 of any ``backbone_width``
+#: with ``fpn_channels`` (small and fast from scratch on CPU; width 64 takes torchvision's
+#: ResNet-18 ImageNet weights).
 DETECTORS: dict[str, str | None] = {
+    "fcos_resnet18_fpn": "resnet18",
+    "fasterrcnn_resnet18_fpn": "resnet18",
     "fasterrcnn_mobilenet_v3_large_320_fpn": "mobilenet_v3_large",
     "fasterrcnn_mobilenet_v3_large_fpn": "mobilenet_v3_large",
     "fasterrcnn_resnet50_fpn": "resnet50",
@@ -74,6 +79,8 @@ class DetectorConfig:
         score_threshold: boxes below this score are ignored by :func:`detect`.
         crop_mode: ``top`` (best box) or ``union`` (union of boxes over the threshold).
         box_padding: context kept around a crop, as a fraction of the box size.
+        backbone_width: first-stage channels of the ResNet-18 of the ``*_resnet18_fpn`` archs.
+        fpn_channels: feature pyramid channels of the ``*_resnet18_fpn`` archs.
     """
 
     arch: str = "fasterrcnn_mobilenet_v3_large_320_fpn"
@@ -88,6 +95,8 @@ class DetectorConfig:
     score_threshold: float = 0.3
     crop_mode: str = "top"
     box_padding: float = 0.1
+    backbone_width: int = 32
+    fpn_channels: int = 64
 
     def __post_init__(self) -> None:
         if self.arch not in DETECTORS:
@@ -114,7 +123,10 @@ def build_detector(config: DetectorConfig) -> nn.Module:
             )
         else:
             kwargs["detections_per_img"] = config.detections_per_image
-    model = getattr(detection, config.arch)(**kwargs)
+    if config.arch.endswith("_resnet18_fpn"):
+        model = _build_resnet18_fpn(config, kwargs)
+    else:
+        model = getattr(detection, config.arch)(**kwargs)
     if config.arch.startswith("fasterrcnn") and config.box_head_dim != 1024:
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
@@ -128,6 +140,32 @@ def build_detector(config: DetectorConfig) -> nn.Module:
     if path is not None:
         _load_detector_weights(model, path)
     return model
+
+
+def _build_resnet18_fpn(config: DetectorConfig, kwargs: dict[str, Any]) -> nn.Module:
+    """FCOS or Faster R-CNN (torchvision) on the project's ResNet-18 of ``backbone_width`` with
+    an FPN of ``fpn_channels`` over its last three stages. Anchor sizes suit frames whose
+    smaller side is ~100-300 px (FCOS: one point per location and level, P3-P7)."""
+    from torchvision.models.detection import FCOS, FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+    from lpr_core.models.backbone import basic_resnet
+
+    w, ch = config.backbone_width, config.fpn_channels
+    body = basic_resnet("resnet18", w)
+    fcos = config.arch.startswith("fcos")
+    backbone = BackboneWithFPN(
+        body, {"layer2": "0", "layer3": "1", "layer4": "2"}, [2 * w, 4 * w, 8 * w], ch,
+        extra_blocks=LastLevelP6P7(ch, ch) if fcos else LastLevelMaxPool(),
+    )
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("weights", "weights_backbone")}
+    if fcos:
+        anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5)
+        return FCOS(backbone, anchor_generator=anchors, **kwargs)
+    anchors = AnchorGenerator(((16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 4)
+    return FasterRCNN(backbone, rpn_anchor_generator=anchors, representation_size=config.box_head_dim, **kwargs)
 
 
 def _load_backbone(model: nn.Module, path: Path, arch: str) -> None:

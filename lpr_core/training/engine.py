@@ -170,8 +170,10 @@ def fit(
         optimizer, warmup_steps=config.warmup_steps, max_steps=config.max_steps, min_lr_ratio=config.min_lr_ratio
     )
     scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
+    groups = getattr(task, "sample_groups", None)
     sampler = ResumableSampler(
-        len(task.dataset), seed=config.seed, shuffle=True, rank=env.rank, world_size=env.world_size, with_seeds=True
+        len(task.dataset), seed=config.seed, shuffle=True, rank=env.rank, world_size=env.world_size, with_seeds=True,
+        groups=groups, group_block=config.batch_size * env.world_size if groups is not None else 0,
     )
     if sampler.per_rank < config.batch_size:
         raise ValueError(

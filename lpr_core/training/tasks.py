@@ -19,6 +19,7 @@ from lpr_core.data.datasets import (
     videoinfo_frame_boxes,
 )
 from lpr_core.data.transforms import build_detection_transform, build_eval_transform, build_train_transform
+from lpr_core.ids import parse_clip_id
 from lpr_core.models.detector import DetectorConfig, build_detector
 from lpr_core.models.encoder import EncoderConfig, RiceModel, build_encoder
 from lpr_core.training.config import TrainConfig
@@ -48,6 +49,9 @@ class EncoderDataConfig:
         crop_scale_min: smallest area share of the random resized crop.
         color_jitter: brightness/contrast/saturation jitter strength (0: off).
         hflip: random horizontal flips.
+        batch_by: ``livestream``: each batch holds clips of one livestream (hard in-batch
+            negatives, as in the LPR protocol's per-livestream galleries); ``none``: random
+            batches.
     """
 
     crop_boxes: bool = True
@@ -56,6 +60,11 @@ class EncoderDataConfig:
     crop_scale_min: float = 0.6
     color_jitter: float = 0.3
     hflip: bool = True
+    batch_by: str = "livestream"
+
+    def __post_init__(self) -> None:
+        if self.batch_by not in ("livestream", "none"):
+            raise ValueError(f"batch_by must be 'livestream' or 'none', got {self.batch_by!r}")
 
 
 @dataclass(frozen=True)
@@ -115,12 +124,16 @@ def _to(x: Any, device: torch.device, channels_last: bool = False) -> Any:
 
 
 class EncoderTask:
-    """The encoder on (clip, shop image) pairs: losses from :meth:`RiceModel.forward`."""
+    """The encoder on (clip, shop image) pairs: losses from :meth:`RiceModel.forward`.
+
+    ``sample_groups`` (a group label per dataset sample, or None) asks the engine for
+    single-group batches.
+    """
 
     collate_fn = None
 
-    def __init__(self, model: RiceModel, dataset: Any) -> None:
-        self.model, self.dataset = model, dataset
+    def __init__(self, model: RiceModel, dataset: Any, sample_groups: Any = None) -> None:
+        self.model, self.dataset, self.sample_groups = model, dataset, sample_groups
 
     def move(self, batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
         """Move the batch's tensors to ``device`` (images channels-last when asked)."""
@@ -179,7 +192,8 @@ def build_encoder_task(
         crop_boxes=d.crop_boxes,
         box_padding=d.box_padding,
     )
-    return EncoderTask(model, dataset)
+    groups = [parse_clip_id(c).live_id for c in dataset.clip_ids] if d.batch_by == "livestream" else None
+    return EncoderTask(model, dataset, groups)
 
 
 def encoder_eval_transform(params: TrainEncoderParams, model: RiceModel):

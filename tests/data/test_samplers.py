@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from lpr_core.data.samplers import ResumableSampler, sample_seed
@@ -65,3 +66,29 @@ def test_bad_arguments():
         s.set_epoch(0, 9)
     with pytest.raises(ValueError, match="seed changed"):
         s.load_state_dict({"epoch": 0, "position": 0, "seed": 2})
+
+
+def test_grouped_epochs_make_single_group_batches_on_every_rank():
+    groups = np.repeat(np.arange(5), [37, 20, 16, 9, 50])
+    batch, world = 4, 2
+    samplers = [ResumableSampler(len(groups), seed=3, rank=r, world_size=world, groups=groups, group_block=batch * world)
+                for r in range(world)]
+    for epoch in (0, 1):
+        shards = [s.epoch_indices(epoch) for s in samplers]
+        seen = np.concatenate(shards)
+        assert sorted(set(seen.tolist())) == list(range(len(groups)))  # nothing dropped
+        pure = 0
+        for shard in shards:
+            pure += sum(len(set(groups[shard[i : i + batch]].tolist())) == 1 for i in range(0, len(shard) - batch + 1, batch))
+        # each group's full blocks give one single-group batch per rank; only pooled remainders may mix
+        assert pure >= world * sum(n // (batch * world) for n in np.bincount(groups))
+        assert pure < len(groups) // batch  # the pooled remainders do mix (so the check can fail)
+    assert not np.array_equal(samplers[0].epoch_indices(0), samplers[0].epoch_indices(1))
+    assert np.array_equal(samplers[0].epoch_indices(1), samplers[0].epoch_indices(1))
+
+
+def test_grouped_sampler_rejects_bad_groups():
+    with pytest.raises(ValueError, match="labels for"):
+        ResumableSampler(10, groups=[0] * 9, group_block=2)
+    with pytest.raises(ValueError, match="group_block"):
+        ResumableSampler(10, groups=[0] * 10)

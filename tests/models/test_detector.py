@@ -139,3 +139,33 @@ def test_query_frame_boxes_cover_the_frames_a_query_reads(tmp_path, detector):
     assert set(boxes) == {(clip, 1), (clip, 3)}  # the uniform positions of 2 out of 5 frames
     assert all(len(v) == 1 and len(v[0]) == 4 for v in boxes.values())
     assert query_frame_boxes(detector, [clip], frames, num_frames=2, score_threshold=1.01) == {}
+
+
+@pytest.mark.parametrize("arch", ["fcos_resnet18_fpn", "fasterrcnn_resnet18_fpn"])
+def test_slim_resnet18_fpn_detectors_train_and_detect(arch):
+    torch.manual_seed(7)
+    config = DetectorConfig(arch=arch, min_size=64, max_size=96, backbone_width=16, fpn_channels=32, box_head_dim=64,
+                            rpn_proposals=50, rois_per_image=16)
+    model = build_detector(config)
+    assert model.backbone.out_channels == 32 and model.backbone.body.conv1.out_channels == 16
+    images = [torch.rand(3, 64, 80), torch.rand(3, 64, 80)]
+    targets = [{"boxes": torch.tensor([[10.0, 8.0, 40.0, 50.0]]), "labels": torch.tensor([1])}] * 2
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert model.backbone.body.conv1.weight.grad is not None
+    found = detect(model, images, score_threshold=0.0)
+    assert len(found) == 2 and all(d.crop.ndim == 3 for d in found)
+
+
+def test_slim_detector_takes_local_resnet18_weights_at_width_64(tmp_path):
+    import torchvision
+
+    torch.manual_seed(8)
+    classifier = torchvision.models.resnet18()
+    torch.save(classifier.state_dict(), tmp_path / "r18.pth")
+    model = build_detector(DetectorConfig(arch="fcos_resnet18_fpn", backbone_width=64, weights_backbone=str(tmp_path / "r18.pth")))
+    torch.testing.assert_close(model.backbone.body.layer3[1].conv2.weight, classifier.layer3[1].conv2.weight, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="do not fit"):
+        build_detector(DetectorConfig(arch="fcos_resnet18_fpn", backbone_width=32, weights_backbone=str(tmp_path / "r18.pth")))

@@ -11,10 +11,16 @@ import torch
 
 from lpr_core.config import ConfigError, from_mapping, to_mapping
 from lpr_core.data.datasets import build_dataloader, detection_collate
+from lpr_core.ids import parse_clip_id
 from lpr_core.models.detector import evaluate_detector
 from lpr_core.training.checkpoint import load_checkpoint, seed_everything
 from lpr_core.training.engine import checkpoint_path, fit
-from lpr_core.training.tasks import TrainDetectorParams, TrainEncoderParams, build_detector_task
+from lpr_core.training.tasks import (
+    TrainDetectorParams,
+    TrainEncoderParams,
+    build_detector_task,
+    build_encoder_task,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,6 +49,19 @@ def test_detector_trains_and_evaluates(tmp_path, world_readers):
     assert set(metrics) == {"val/map_50", "val/map", "val/map_75", "val/mar_10"}
     assert all(-1.0 <= v <= 1.0 for v in metrics.values())  # COCO reports -1 where undefined
     assert task.model.training
+
+
+def test_encoder_batches_come_from_one_livestream_unless_asked_otherwise(world_readers):
+    clips, frames, images = world_readers
+    section = {"model": {"backbone": "resnet10", "backbone_width": 8, "image_size": 32, "num_frames": 2, "embed_dim": 16,
+                         "pmd": False, "pfr": False}}
+    task = build_encoder_task(TrainEncoderParams.from_mapping(section), clips, frames, images)
+    lives = [parse_clip_id(c).live_id for c in task.dataset.clip_ids]
+    assert list(task.sample_groups) == lives
+    plain = build_encoder_task(TrainEncoderParams.from_mapping({**section, "data": {"batch_by": "none"}}), clips, frames, images)
+    assert plain.sample_groups is None
+    with pytest.raises(ConfigError, match="batch_by"):
+        TrainEncoderParams.from_mapping({**section, "data": {"batch_by": "category"}})
 
 
 def test_params_sections_round_trip_and_reject_typos():
