@@ -69,8 +69,8 @@ class DetectorConfig:
         min_size: the detector resizes frames so their smaller side is this (not SSD).
         max_size: ... and their larger side at most this.
         detections_per_image: detections kept per frame.
-        rpn_proposals: region proposals kept per frame in training (Faster R-CNN; torchvision's
-            default 2000 makes the box head the CPU bottleneck).
+        rpn_proposals: region proposals kept per frame, in training and at inference (Faster
+            R-CNN; torchvision's defaults of 2000 and 1000 make the box head the CPU bottleneck).
         rois_per_image: proposals sampled per frame for the box head loss (Faster R-CNN;
             torchvision: 512).
         box_head_dim: width of the Faster R-CNN box head's two MLP layers (torchvision: 1024,
@@ -119,6 +119,8 @@ def build_detector(config: DetectorConfig) -> nn.Module:
                 box_detections_per_img=config.detections_per_image,
                 rpn_pre_nms_top_n_train=config.rpn_proposals,
                 rpn_post_nms_top_n_train=config.rpn_proposals,
+                rpn_pre_nms_top_n_test=config.rpn_proposals,
+                rpn_post_nms_top_n_test=config.rpn_proposals,
                 box_batch_size_per_image=config.rois_per_image,
             )
         else:
