@@ -8,7 +8,10 @@ found in the URL directory, :func:`download_all`:
    list's own img2dataset folder ``<out>/<split>_<kind>/``;
 2. runs img2dataset once on it through its Python API (``img2dataset.download``), in
    ``incremental`` mode with ``resize_mode="keep_ratio"``: a rerun skips complete shards, and
-   when every shard is complete img2dataset is not started at all (its start-up is ~15 s);
+   when every shard is complete img2dataset is not started at all. With the ``multiprocessing``
+   distributor its worker and logger processes fork from one server per run that has imported
+   img2dataset once (:mod:`lpr_core.data.download_workers`), instead of each spawned process
+   importing it again (4-5 CPU seconds each, three per list);
 3. reads the shards' Parquet files, maps every row back to its LPR id through the ``url`` column
    and checks each stored JPEG (:func:`lpr_core.data.manifest.verify_stored`);
 4. retries every URL that failed, per sample (img2dataset only retries whole shards): a small
@@ -21,8 +24,8 @@ found in the URL directory, :func:`download_all`:
 
 Restartable: every file this module writes is written to a temporary name and renamed; shards
 come from img2dataset's incremental mode. If the stage process is killed (even ``SIGKILL``), a
-small guard process kills the img2dataset worker processes it left behind, so a rerun never
-races with orphans writing the same shard. The output directory is locked against a second
+small guard process kills the img2dataset worker processes (and their server) it left behind,
+so a rerun never races with orphans writing the same shard. The output directory is locked against a second
 concurrent run.
 
 Scale: ``distributor: multiprocessing`` runs img2dataset's workers on this machine. For many

@@ -315,3 +315,95 @@ def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tm
         assert server.request_counts() == before
         assert "img2dataset not needed" in log.read_text()
         assert time.monotonic() - t0 < 60
+
+
+# ------------------------------------------------------------------- img2dataset's processes
+
+
+def _shard_rows(folder: Path) -> list[dict]:
+    rows = []
+    for _, path in complete_shards(folder):
+        rows += pq.read_table(path).to_pylist()
+    return sorted(rows, key=lambda r: r["key"])
+
+
+def _server_children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat[1]) == pid and stat[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_forked_img2dataset_processes_store_what_spawned_ones_do(world, tmp_path):
+    import img2dataset.distributor
+    from img2dataset.logger import LoggerProcess
+
+    from lpr_core.data.download import orphan_guard, prepare_input, read_url_list, run_img2dataset
+    from lpr_core.data.download_workers import WorkerServer
+    from lpr_core.synth import ImageServer
+
+    name = "test_frame_urls"
+    params = shrunk_params(processes=2, number_sample_per_shard=25)
+    get_context, logger_popen = img2dataset.distributor.get_context, LoggerProcess._Popen
+    with ImageServer(world) as server:
+        copy_urls(world, [name], tmp_path / "urls", server.url_prefix)
+        url_list = read_url_list(url_file(tmp_path / "urls", name), name)
+        folders = {how: tmp_path / how / "test_frames" for how in ("spawned", "forked")}
+        for folder in folders.values():
+            folder.mkdir(parents=True)
+            prepare_input(url_list, folder, params)
+        run_img2dataset(folders["spawned"] / "_urls.parquet", folders["spawned"], len(url_list.urls), params)
+        with orphan_guard() as token:
+            workers = WorkerServer()
+            try:
+                run_img2dataset(folders["forked"] / "_urls.parquet", folders["forked"], len(url_list.urls), params,
+                                workers=workers)
+                pid = workers.pid
+                # the server runs with the guard's token: so do the processes it forks
+                assert f"LPR_DOWNLOAD_RUN={token}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
+            finally:
+                workers.stop()
+    # the logger and both pool workers came from the server, which is gone with its processes
+    assert workers.launched >= 3 and workers.pid is None
+    assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+    assert img2dataset.distributor.get_context is get_context and LoggerProcess._Popen is logger_popen
+    spawned, forked = _shard_rows(folders["spawned"]), _shard_rows(folders["forked"])
+    assert len(forked) == len(url_list.urls) and all(r["status"] == "success" for r in forked)
+    assert forked == spawned
+    for r in forked:
+        rel = f"{r['key'][:5]}/{r['key']}.jpg"
+        assert (folders["forked"] / rel).read_bytes() == (folders["spawned"] / rel).read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_worker_server_stop_kills_what_outlives_its_timeout():
+    from lpr_core.data.download_workers import WorkerServer, _get_context, forked_workers
+
+    workers = WorkerServer(preload=("lpr_core.data.download_workers",))
+    try:
+        with forked_workers(workers):
+            stuck = _get_context().Process(target=time.sleep, args=(120,), daemon=True)
+            stuck.start()
+        assert _server_children(workers.pid) == [stuck.pid]  # forked by the server
+        with pytest.raises(RuntimeError, match="outside forked_workers"):
+            _get_context().Process(target=time.sleep, args=(1,)).start()
+        t0 = time.monotonic()
+        workers.stop(timeout=0.5)
+        assert time.monotonic() - t0 < 5 and workers.pid is None
+        stuck.join(5)
+        assert stuck.exitcode is not None
+        deadline = time.monotonic() + 2
+        while Path(f"/proc/{stuck.pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # a killed orphan is reaped by init
+        assert not Path(f"/proc/{stuck.pid}").exists()
+    finally:
+        workers.stop(timeout=0)
