@@ -21,16 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.pipeline.project import STAGES, Outcome, TinyProject, fresh_copy, session
 
 pytestmark = pytest.mark.slow
 
 PARAM = "train_encoder.train.lr"
-NEW_LR = 0.001
+#: the repository's learning rate and the edited one (always a real change, whatever the default)
+OLD_LR = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())["train_encoder"]["train"]["lr"]
+NEW_LR = round(OLD_LR * 3, 10)
 RERUN = ["train_encoder", "index_gallery", "evaluate"]
 RANK_K = [f"test/rank{k}" for k in (1, 3, 5, 10)]
-EXPERIMENT = "lr-1e-3"
+EXPERIMENT = "lr-x3"
 
 
 @dataclass
@@ -156,4 +159,4 @@ def test_metrics_diff_and_exp_diff_show_the_rank_k_metrics_against_head(story):
         assert isinstance(diff[key]["new"], float), key
         assert exp_diff["metrics"]["data/metrics/evaluate.json"][key]["new"] == diff[key]["new"], key
     lr = exp_diff["params"]["params.yaml"][PARAM]
-    assert (lr["old"], lr["new"]) == (0.0003, NEW_LR)
+    assert (lr["old"], lr["new"]) == (OLD_LR, NEW_LR)
