@@ -52,6 +52,10 @@ def project(mlflow_server, tmp_path, monkeypatch):
     with tracking_uri_restored():
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+        # an earlier test may have set MLflow's process-wide URI, which wins over the environment
+        import mlflow
+
+        mlflow.set_tracking_uri(mlflow_server.url)
         yield make_project(tmp_path)
 
 
