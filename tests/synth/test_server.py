@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -154,12 +155,19 @@ def test_stop_wakes_stalled_slow_answers(tiny_world):
             fut.result(timeout=10)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_cli_serves_and_rewrites_urls_until_interrupted(tmp_path):
     from lpr_core.synth.world import WorldConfig, generate_world
 
     s = generate_world(tmp_path / "w", size=WorldConfig("micro", 1, 1, (2, 2), (1, 1), 1.0, (2, 2)))
+    # Ctrl-C reaches the server as a terminal would deliver it: a child inherits an ignored SIGINT
+    # (and Python then installs no KeyboardInterrupt handler), so give it the default disposition
     proc = subprocess.Popen([sys.executable, "-m", "lpr_core.cli", "serve", str(s.out_dir), "--port", "0",
-                             "--rewrite-urls"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--rewrite-urls"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     try:
         assert proc.stdout.readline().startswith("rewrote ")
         line = proc.stdout.readline()
