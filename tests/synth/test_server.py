@@ -178,6 +178,11 @@ def test_cli_serves_and_rewrites_urls_until_interrupted(tmp_path):
         assert fetch(f"{prefix}{url[0]}.jpg") == (200, source_path(s.out_dir, url[0]).read_bytes())
     finally:
         proc.send_signal(2)  # SIGINT, as Ctrl-C
-        out, err = proc.communicate(timeout=20)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave a server behind
+            proc.communicate()
+            raise
     assert proc.returncode == 0, err
     assert "Traceback" not in err
