@@ -115,16 +115,10 @@ class DetectorStage:
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage; returns the exit status."""
-    from lpr_core.config import ConfigError, load_section
-    from lpr_core.training.stage_common import run_training_stage
+    from lpr_core.training.stage_common import run_stage_from_args
     from lpr_core.training.tasks import TrainDetectorParams
 
-    try:
-        params = load_section(TrainDetectorParams, STAGE, args.params)
-        return run_training_stage(DetectorStage(args, params), args, params)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr)
-        return 1
+    return run_stage_from_args(DetectorStage, TrainDetectorParams, STAGE, args)
 
 
 def main(argv: list[str] | None = None) -> int:

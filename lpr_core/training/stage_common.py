@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from lpr_core.training.engine import FitResult, TrainTask
 
 __all__ = [
+    "run_stage_from_args",
     "RESUME_MODES",
     "STAMP_FILE",
     "ResumeDecision",
@@ -442,3 +444,17 @@ def run_training_stage(stage: TrainingStage, args: Any, params: Any) -> int:
     for k, v in metrics.items():
         print(f"  {k:<34} {v:.4f}" if isinstance(v, float) else f"  {k:<34} {v}")
     return 0
+
+
+def run_stage_from_args(stage_cls: Any, params_cls: Any, name: str, args: Any) -> int:
+    """Entry point shared by the training stages: read the ``name`` section of ``args.params`` into
+    ``params_cls``, then :func:`run_training_stage` on ``stage_cls(args, params)``. A bad section
+    or a missing input is one readable line on stderr and exit status 1, never a traceback."""
+    from lpr_core.config import ConfigError, load_section
+
+    try:
+        params = load_section(params_cls, name, args.params)
+        return run_training_stage(stage_cls(args, params), args, params)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 1
