@@ -238,20 +238,25 @@ def test_stage_webdataset_output_and_skipped_lists(world, tmp_path):
     assert not (out / "manifests" / "train_frames.parquet").exists()
 
 
-def processes_of_a_download_run() -> list[int]:
-    """Live processes started by a download run (they carry its guard token in their environment)."""
-    pids = []
+def live_processes() -> list[tuple[int, int, bytes]]:
+    """``(pid, parent pid, environment)`` of every live (not zombie) process, from ``/proc``."""
+    out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             env = Path(f"/proc/{entry}/environ").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().split(") ", 1)[1][0]
-        except OSError:
+        except (OSError, IndexError):
             continue
-        if b"LPR_DOWNLOAD_RUN=" in env and state != "Z":
-            pids.append(int(entry))
-    return pids
+        if stat[0] != "Z":
+            out.append((int(entry), int(stat[1]), env))
+    return out
+
+
+def processes_of_a_download_run() -> list[int]:
+    """Live processes started by a download run (they carry its guard token in their environment)."""
+    return [pid for pid, _, env in live_processes() if b"LPR_DOWNLOAD_RUN=" in env]
 
 
 @pytest.mark.slow
@@ -328,15 +333,7 @@ def _shard_rows(folder: Path) -> list[dict]:
 
 
 def _server_children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(stat[1]) == pid and stat[0] != "Z":
-            out.append(int(entry))
-    return out
+    return [child for child, parent, _ in live_processes() if parent == pid]
 
 
 @pytest.mark.slow
