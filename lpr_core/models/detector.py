@@ -125,11 +125,9 @@ def build_detector(config: DetectorConfig) -> nn.Module:
             )
         else:
             kwargs["detections_per_img"] = config.detections_per_image
-    if config.arch.endswith("_resnet18_fpn"):
-        model = _build_resnet18_fpn(config, kwargs)
-    else:
-        model = getattr(detection, config.arch)(**kwargs)
-    if config.arch.startswith("fasterrcnn") and config.box_head_dim != 1024:
+    slim = config.arch.endswith("_resnet18_fpn")  # built with its box head at box_head_dim already
+    model = _build_resnet18_fpn(config, kwargs) if slim else getattr(detection, config.arch)(**kwargs)
+    if config.arch.startswith("fasterrcnn") and config.box_head_dim != 1024 and not slim:
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
         in_features = model.roi_heads.box_head.fc6.in_features
