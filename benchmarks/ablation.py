@@ -19,10 +19,14 @@ Every variant trains for the same steps (``train.max_steps`` of ``params.yaml`` 
 The run goes to its own MLflow store and experiment (``<work>/mlflow.db``, ``lpr-ablation``)
 unless ``MLFLOW_TRACKING_URI`` is set.
 
-    python benchmarks/ablation.py [--work benchmarks/out/ablation] [--variants baseline,full]
-        [--steps N] [--set model.image_size=112 ...] [--test-boxes detector|gt] [--reuse]
+With ``--seeds 0,1,2`` each variant trains once per seed (``train.seed``: initialisation,
+sampling and augmentation); the table gives the mean (and the per-seed values), since 121 test
+queries leave a single run's rank-1 a few points of noise.
 
-Last line: ``RESULT baseline_rank1=<r> full_rank1=<r> full_train_seconds=<s>``.
+    python benchmarks/ablation.py [--work benchmarks/out/ablation] [--variants baseline,full]
+        [--seeds 0,1] [--steps N] [--set model.image_size=112 ...] [--test-boxes detector|gt] [--reuse]
+
+Last line: ``RESULT baseline_rank1=<r> full_rank1=<r> full_train_seconds=<s>`` (means over seeds).
 """
 
 from __future__ import annotations
@@ -141,12 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "out" / "ablation")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--seeds", default="0", help="comma-separated train.seed values; each variant trains once per seed")
     parser.add_argument("--steps", type=int, default=None, help="override train.max_steps of every variant")
     parser.add_argument("--set", dest="sets", action="append", default=[],
                         help="override of the train_encoder section for every variant, e.g. model.image_size=112")
     parser.add_argument("--test-boxes", choices=("detector", "gt"), default="detector",
                         help="boxes of the test frames for the crop variants: the trained detector's (default) or "
                         "the ground truth (no detector is trained)")
+    parser.add_argument("--detector", type=Path, default=None,
+                        help="a trained detector checkpoint (detector.pt) to crop the test frames with, instead of "
+                        "training one with params.yaml's train_detector section")
     parser.add_argument("--tag", default="", help="subdirectory of the variants' runs and results (for tuning sweeps)")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs with the same params (resume auto)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the world")
@@ -165,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    try:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--seeds expects comma-separated integers, got {args.seeds!r}")
+    if not seeds:
+        parser.error("--seeds names no seed")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
@@ -186,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
 
     detector = None
     sections = {n: deep_merge(deep_merge(params["train_encoder"], VARIANTS[n][1]), common) for n in names}
-    if args.test_boxes == "detector" and any(s["data"]["crop_boxes"] for s in sections.values()):
+    if args.test_boxes == "detector" and args.detector is not None:
+        detector, det_config = load_detector(args.detector)
+        print(f"detector: {args.detector}")
+    elif args.test_boxes == "detector" and any(s["data"]["crop_boxes"] for s in sections.values()):
         out = work / "detector"
         params_file = write_params(out / "params.yaml", params)
         t0 = time.perf_counter()
@@ -199,13 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     detector_boxes: dict[int, dict] = {}
 
     rows = []
-    for name in names:
-        section = sections[name]
+    for name, seed in [(n, s) for n in names for s in seeds]:
+        section = deep_merge(sections[name], {"train": {"seed": seed}})
         out = work / "variants" / args.tag / name.lstrip("+")
+        if len(seeds) > 1:
+            out = out / f"seed{seed}"
         params_file = write_params(out / "params.yaml", {**params, "train_encoder": section})
         load_before = os.getloadavg()[0]
         t0, cpu0 = time.perf_counter(), _cpu_seconds()
-        print(f"\n== {name}: {VARIANTS[name][0]}")
+        print(f"\n== {name}: {VARIANTS[name][0]} (seed {seed})")
         if train_encoder.main(stage_args(prepared, download, out, params_file, args.reuse)) != 0:
             return 1
         summary = json.loads((out / "model" / "train_summary.json").read_text())
@@ -229,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                              box_padding=padding, batch_size=32) if crop and detector is not None else None
         rows.append({
             "variant": name,
+            "seed": seed,
             "adds": VARIANTS[name][0],
             "test_rank1": test.summary["rank1"],
             "test_rank5": test.summary["rank5"],
@@ -246,23 +266,57 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   test rank-1 {r['test_rank1']:.3f}  rank-5 {r['test_rank5']:.3f}  ({r['train_seconds']:.0f} s training)")
 
     (work / "variants" / args.tag).mkdir(parents=True, exist_ok=True)
-    (work / "variants" / args.tag / "ablation.json").write_text(json.dumps({"sets": args.sets, "steps": args.steps, "rows": rows}, indent=1))
-    print("\n| variant | adds | test R1 | test R5 | test mAP | GT-box R1 | val R1 | steps | train s | CPU s | load |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        gtb = "" if r["test_rank1_gt_boxes"] is None else f"{r['test_rank1_gt_boxes']:.3f}"
-        val = "" if r["val_rank1"] is None else f"{r['val_rank1']:.3f}"
-        print(f"| {r['variant']} | {r['adds']} | {r['test_rank1']:.3f} | {r['test_rank5']:.3f} | {r['test_mAP']:.3f} | "
-              f"{gtb} | {val} | {r['steps']} | {r['train_seconds']:.0f} | {r['cpu_seconds']:.0f} | {r['load_avg']} |")
-    by = {r["variant"]: r for r in rows}
+    (work / "variants" / args.tag / "ablation.json").write_text(
+        json.dumps({"sets": args.sets, "steps": args.steps, "seeds": seeds, "rows": rows}, indent=1))
+    table = summarise(rows)
+    print("\n" + format_table(table, per_seed=len(seeds) > 1))
+    by = {r["variant"]: r for r in table}
     result = []
     if "baseline" in by:
         result.append(f"baseline_rank1={by['baseline']['test_rank1']:.4f}")
     if "full" in by:
         result += [f"full_rank1={by['full']['test_rank1']:.4f}", f"full_train_seconds={by['full']['train_seconds']:.0f}"]
-    print(f"queries: {rows[0]['queries'] if rows else 0}; results in {work / 'variants' / args.tag / 'ablation.json'}")
+    print(f"queries: {rows[0]['queries'] if rows else 0}; seeds: {seeds}; results in {work / 'variants' / args.tag / 'ablation.json'}")
     print("RESULT " + " ".join(result))
     return 0
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One row per variant (in first-seen order): the mean of each figure over its seeds, and
+    the per-seed test rank-1 values in ``test_rank1_seeds``."""
+    import statistics
+
+    out: list[dict] = []
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        runs = [r for r in rows if r["variant"] == name]
+        row = {"variant": name, "adds": runs[0]["adds"], "seeds": len(runs),
+               "test_rank1_seeds": [r["test_rank1"] for r in runs]}
+        for key in ("test_rank1", "test_rank5", "test_mAP", "test_rank1_gt_boxes", "val_rank1", "train_seconds",
+                    "cpu_seconds", "load_avg", "steps"):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            row[key] = statistics.fmean(values) if values else None
+        out.append(row)
+    return out
+
+
+def format_table(table: list[dict], per_seed: bool = False) -> str:
+    """The Markdown table of :func:`summarise`'s rows (with a per-seed rank-1 column when
+    ``per_seed``)."""
+    def num(v: float | None, digits: int = 3) -> str:
+        return "" if v is None else f"{v:.{digits}f}"
+
+    head = ["variant", "adds", "test R1", "test R5", "test mAP", "GT-box R1", "val R1", "steps", "train s", "CPU s", "load"]
+    if per_seed:
+        head.insert(3, "R1 per seed")
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in table:
+        cells = [r["variant"], r["adds"], num(r["test_rank1"]), num(r["test_rank5"]), num(r["test_mAP"]),
+                 num(r["test_rank1_gt_boxes"]), num(r["val_rank1"]), f"{r['steps']:.0f}", f"{r['train_seconds']:.0f}",
+                 f"{r['cpu_seconds']:.0f}", num(r["load_avg"], 1)]
+        if per_seed:
+            cells.insert(3, " / ".join(f"{v:.3f}" for v in r["test_rank1_seeds"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lpr_core.data.boxes import boxes_to_downloaded
-from lpr_core.data.transforms import crop_box, seeded, union_box
+from lpr_core.data.transforms import crop_box, jitter_box, seeded, union_box
 from lpr_core.ids import make_frame_id
 
 if TYPE_CHECKING:
@@ -271,6 +271,7 @@ class _ClipFrames:
     num_frames: int
     boxes: Mapping[tuple[str, int], list] | None
     box_padding: float
+    box_jitter: float = 0.0
 
     def _load_frames(self, clip_id: str, available: list[int], positions: list[int], transform: Callable, seed: int | None):
         import torch
@@ -280,7 +281,10 @@ class _ClipFrames:
             idx = available[pos]
             image = self.frames.open(make_frame_id(clip_id, idx))
             if self.boxes is not None:
-                image = crop_box(image, union_box(self.boxes.get((clip_id, idx), [])), self.box_padding)
+                box = union_box(self.boxes.get((clip_id, idx), []))
+                if self.box_jitter > 0 and seed is not None:
+                    box = jitter_box(box, self.box_jitter, np.random.default_rng((seed, 1 + j)))
+                image = crop_box(image, box, self.box_padding)
             with seeded(None if seed is None else seed + 1 + j):
                 tensors.append(transform(image))
         frames = torch.stack(tensors)
@@ -311,6 +315,8 @@ class ClipPairDataset(_ClipFrames):
         crop_boxes: crop each frame to the union of its ground-truth boxes (full frame when it
             has none).
         box_padding: context kept around a box, as a fraction of its size.
+        box_jitter: in seeded (training) samples, move and rescale each box at random by up to
+            this share of its size (:func:`lpr_core.data.transforms.jitter_box`) before cropping.
     """
 
     def __init__(
@@ -325,12 +331,13 @@ class ClipPairDataset(_ClipFrames):
         sampling: str = "random_segment",
         crop_boxes: bool = True,
         box_padding: float = 0.1,
+        box_jitter: float = 0.0,
     ) -> None:
         self.frames, self.images = frames, images
         self.num_frames = num_frames
         self.frame_transform, self.image_transform = frame_transform, image_transform
         self.sampling = sampling
-        self.box_padding = box_padding
+        self.box_padding, self.box_jitter = box_padding, box_jitter
         self.boxes = frame_boxes_lookup(videoinfo_frame_boxes(clips), frames) if crop_boxes else None
         self.dropped = {"image_missing": 0, "no_frames": 0}
         self.clip_ids: list[str] = []

@@ -7,10 +7,12 @@ Training transforms draw from torch's global RNG; datasets run them inside
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from PIL import Image
 
@@ -24,6 +26,7 @@ __all__ = [
     "build_detection_transform",
     "seeded",
     "union_box",
+    "jitter_box",
     "crop_box",
 ]
 
@@ -77,15 +80,29 @@ def build_eval_transform(
     )
 
 
-def build_detection_transform(train: bool):
+def build_detection_transform(train: bool, *, hflip: bool = True, color_jitter: float = 0.0, crop_scale_min: float = 1.0):
     """Detector transform on ``(image, target)``: to a float tensor in [0, 1] (the detector
-    normalises and resizes itself); in training a horizontal flip that moves the boxes too."""
+    normalises and resizes itself).
+
+    In training (``train=True``): with ``crop_scale_min < 1``, half the frames are cropped around
+    their boxes (``RandomIoUCrop``: a crop of at least this share of each side that overlaps the
+    boxes; the detector then resizes it back, so products change scale); a horizontal flip when
+    ``hflip``; colour jitter of brightness, contrast and saturation by ``color_jitter`` and of hue
+    by a third of it (new livestreams bring new studio colours). Boxes move and are clipped with
+    the image; boxes left empty are dropped.
+    """
     import torch
     from torchvision.transforms import v2
 
-    ops = [v2.ToImage()]
+    ops: list = [v2.ToImage()]
     if train:
-        ops.append(v2.RandomHorizontalFlip())
+        if crop_scale_min < 1.0:
+            ops.append(v2.RandomApply([v2.RandomIoUCrop(min_scale=crop_scale_min)], p=0.5))
+        if hflip:
+            ops.append(v2.RandomHorizontalFlip())
+        if color_jitter > 0:
+            ops.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter,
+                                      hue=min(0.5, color_jitter / 3)))
     ops += [v2.ToDtype(torch.float32, scale=True), v2.SanitizeBoundingBoxes()]
     return v2.Compose(ops)
 
@@ -115,6 +132,26 @@ def union_box(boxes: Sequence[Sequence[float]]) -> tuple[float, float, float, fl
     x2 = max(float(b[2]) for b in boxes)
     y2 = max(float(b[3]) for b in boxes)
     return (x1, y1, x2, y2)
+
+
+def jitter_box(
+    box: Sequence[float] | None, amount: float, rng: np.random.Generator
+) -> tuple[float, float, float, float] | None:
+    """``box`` moved and rescaled at random, as a detector's box would be.
+
+    The centre moves by up to ``amount`` of the box's width/height and each side is scaled by
+    ``exp(u)`` with ``u`` uniform in ``[-amount, amount]``; 0 (or no box) returns ``box``. Training
+    on jittered ground-truth crops prepares the encoder for the test-time detector's imperfect
+    boxes.
+    """
+    if box is None or amount <= 0:
+        return None if box is None else tuple(float(v) for v in box)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    dx, dy, sw, sh = rng.uniform(-amount, amount, 4)
+    cx, cy = (x1 + x2) / 2 + dx * w, (y1 + y2) / 2 + dy * h
+    w, h = w * math.exp(sw), h * math.exp(sh)
+    return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
 
 
 def crop_box(image: Image.Image | torch.Tensor, box: Sequence[float] | None, padding: float = 0.0):

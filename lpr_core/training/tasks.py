@@ -45,6 +45,8 @@ class EncoderDataConfig:
     Attributes:
         crop_boxes: crop frames to their ground-truth product boxes (full frame without one).
         box_padding: context kept around a box, as a fraction of its size.
+        box_jitter: random move and rescale of each training box, as a share of its size, so
+            the encoder learns from crops as loose as the test-time detector's (0: exact boxes).
         sampling: frames of a training clip: ``random_segment`` or ``uniform``.
         crop_scale_min: smallest area share of the random resized crop.
         color_jitter: brightness/contrast/saturation jitter strength (0: off).
@@ -56,6 +58,7 @@ class EncoderDataConfig:
 
     crop_boxes: bool = True
     box_padding: float = 0.1
+    box_jitter: float = 0.0
     sampling: str = "random_segment"
     crop_scale_min: float = 0.6
     color_jitter: float = 0.3
@@ -89,10 +92,15 @@ class DetectorDataConfig:
     Attributes:
         val_fraction: share of annotated training frames held out (by clip) for mAP.
         hflip: random horizontal flips in training.
+        color_jitter: brightness, contrast and saturation jitter in training (hue: a third of it).
+        crop_scale_min: smallest side share of the random crops around the boxes applied to half
+            the training frames (1.0: no crops).
     """
 
     val_fraction: float = 0.1
     hflip: bool = True
+    color_jitter: float = 0.0
+    crop_scale_min: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,7 @@ def build_encoder_task(
         sampling=d.sampling,
         crop_boxes=d.crop_boxes,
         box_padding=d.box_padding,
+        box_jitter=d.box_jitter,
     )
     groups = [parse_clip_id(c).live_id for c in dataset.clip_ids] if d.batch_by == "livestream" else None
     return EncoderTask(model, dataset, groups)
@@ -229,6 +238,8 @@ def build_detector_task(params: TrainDetectorParams, clips, frames: ManifestImag
     """
     train_boxes, val_boxes = split_frame_boxes(videoinfo_frame_boxes(clips), params.data.val_fraction, params.train.seed)
     model = build_detector(params.model)
-    train = DetectionDataset(train_boxes, frames, transform=build_detection_transform(train=params.data.hflip))
+    d = params.data
+    train = DetectionDataset(train_boxes, frames, transform=build_detection_transform(
+        train=True, hflip=d.hflip, color_jitter=d.color_jitter, crop_scale_min=d.crop_scale_min))
     val = DetectionDataset(val_boxes, frames, transform=build_detection_transform(train=False)) if val_boxes.num_rows else None
     return DetectorTask(model, train), val

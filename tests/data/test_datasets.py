@@ -191,6 +191,22 @@ def test_box_crops_use_downloaded_coordinates(world):
     assert full[2].mean() > 0.2  # the full frame still shows the blue background
 
 
+def test_box_jitter_moves_training_crops_only(world):
+    tf = build_eval_transform(16, mean=(0, 0, 0), std=(1, 1, 1))
+
+    def pairs(jitter):
+        return ClipPairDataset(world["clips"], world["frames"], world["images"], num_frames=4, frame_transform=tf,
+                               image_transform=tf, box_padding=0.0, box_jitter=jitter)
+
+    exact, loose = pairs(0.0), pairs(0.4)
+    # seeded (training) samples: the boxed frame's crop moves with the seed, reproducibly
+    assert not torch.equal(exact[(0, 11)]["frames"][0], loose[(0, 11)]["frames"][0])
+    assert torch.equal(loose[(0, 11)]["frames"], loose[(0, 11)]["frames"])
+    assert not torch.equal(loose[(0, 11)]["frames"][0], loose[(0, 12)]["frames"][0])
+    # unseeded (evaluation) samples keep the exact box
+    assert torch.equal(exact[0]["frames"], loose[0]["frames"])
+
+
 def test_training_samples_follow_their_seed(world):
     tf = build_train_transform(16)
     ds = ClipPairDataset(world["clips"], world["frames"], world["images"], num_frames=2, frame_transform=tf, image_transform=tf)

@@ -51,6 +51,21 @@ def test_detector_trains_and_evaluates(tmp_path, world_readers):
     assert task.model.training
 
 
+def test_detector_augmentation_applies_to_training_frames_only(world_readers):
+    clips, frames, _ = world_readers
+    section = {"model": {"min_size": 64, "max_size": 96, "box_head_dim": 64}, "data": {"val_fraction": 0.25}}
+    plain, _ = build_detector_task(TrainDetectorParams.from_mapping(section), clips, frames)
+    section["data"].update(color_jitter=0.3, crop_scale_min=0.5)
+    task, val = build_detector_task(TrainDetectorParams.from_mapping(section), clips, frames)
+
+    def ops(dataset):
+        return [type(t).__name__ for t in dataset.transform.transforms]
+
+    assert "ColorJitter" not in ops(plain.dataset) and "RandomApply" not in ops(plain.dataset)
+    assert {"ColorJitter", "RandomApply", "RandomHorizontalFlip"} <= set(ops(task.dataset))
+    assert not {"ColorJitter", "RandomApply", "RandomHorizontalFlip"} & set(ops(val))
+
+
 def test_encoder_batches_come_from_one_livestream_unless_asked_otherwise(world_readers):
     clips, frames, images = world_readers
     section = {"model": {"backbone": "resnet10", "backbone_width": 8, "image_size": 32, "num_frames": 2, "embed_dim": 16,
