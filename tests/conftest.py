@@ -20,3 +20,23 @@ def _isolated_tracking(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _restores_sigint(request):
+    """A test must leave the SIGINT handler as it found it: an ignored SIGINT is inherited by every
+    process a later test starts (which then cannot be stopped with Ctrl-C). A leak is put right and
+    reported as a warning naming the test."""
+    import signal
+    import threading
+    import warnings
+
+    if threading.current_thread() is not threading.main_thread():  # pragma: no cover
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        warnings.warn(f"{request.node.nodeid} left the SIGINT handler as {after!r} (restored)", stacklevel=1)
