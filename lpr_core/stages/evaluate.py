@@ -449,22 +449,10 @@ def embed_queries(
     model: Any, dataset: QueryClipDataset, params: EmbedParams, device: Any, amp: bool
 ) -> np.ndarray:
     """``(len(dataset), d)`` float32 clip embeddings, in dataset order."""
-    import numpy as np
-
-    from lpr_core.data.datasets import build_dataloader
     from lpr_core.models.encoder import embed_clips
+    from lpr_core.stages.index_gallery import embed_dataset
 
-    if len(dataset) == 0:
-        return np.zeros((0, model.config.embed_dim), np.float32)
-    loader = build_dataloader(
-        dataset,
-        batch_size=params.batch_size,
-        num_workers=params.num_workers,
-        device=str(device),
-        prefetch_factor=params.prefetch_factor,
-        persistent_workers=False,
-    )
-    return np.ascontiguousarray(embed_clips(model, loader, device=device, amp=amp), dtype=np.float32)
+    return embed_dataset(model, dataset, embed_clips, params, device, amp)
 
 
 # ------------------------------------------------------------------------------------------ scoring

@@ -29,6 +29,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,7 @@ __all__ = [
     "load_encoder_checkpoint",
     "eval_transform",
     "embed_gallery_images",
+    "embed_dataset",
     "index_gallery",
     "write_index_outputs",
     "load_gallery_embeddings",
@@ -267,14 +269,32 @@ def embed_gallery_images(
         ``(embedded_ids, embeddings (n, d) float32, missing_ids)``: images that were not
         downloaded are left out and listed in ``missing_ids``.
     """
-    import numpy as np
-
-    from lpr_core.data.datasets import GalleryImageDataset, build_dataloader
+    from lpr_core.data.datasets import GalleryImageDataset
     from lpr_core.models.encoder import embed_images
 
     dataset = GalleryImageDataset(image_ids, images, transform=eval_transform(model))
+    emb = embed_dataset(model, dataset, embed_images, params, device, amp)
+    return list(dataset.image_ids), emb, list(dataset.missing)
+
+
+def embed_dataset(
+    model: RiceModel,
+    dataset: Any,
+    embed: Callable[..., np.ndarray],
+    params: EmbedParams,
+    device: torch.device,
+    amp: bool,
+) -> np.ndarray:
+    """``(len(dataset), d)`` float32 embeddings of a dataset, in order: the loader of
+    ``params`` (batch size, workers, prefetch) fed to ``embed`` (``embed_images`` or
+    ``embed_clips`` of :mod:`lpr_core.models.encoder`). Shared by ``index_gallery`` (shop
+    images) and ``evaluate`` (query clips)."""
+    import numpy as np
+
+    from lpr_core.data.datasets import build_dataloader
+
     if len(dataset) == 0:
-        return [], np.zeros((0, model.config.embed_dim), np.float32), list(dataset.missing)
+        return np.zeros((0, model.config.embed_dim), np.float32)
     loader = build_dataloader(
         dataset,
         batch_size=params.batch_size,
@@ -283,8 +303,7 @@ def embed_gallery_images(
         prefetch_factor=params.prefetch_factor,
         persistent_workers=False,
     )
-    emb = embed_images(model, loader, device=device, amp=amp)
-    return list(dataset.image_ids), np.ascontiguousarray(emb, dtype=np.float32), list(dataset.missing)
+    return np.ascontiguousarray(embed(model, loader, device=device, amp=amp), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------- the stage
