@@ -18,7 +18,9 @@ Writes:
 - ``<out>/train_summary.json``: params, hash, steps, resume note, all metrics, frame counts;
 - ``<out>/checkpoints/`` (resumable checkpoint and params stamp), ``<out>/plots/``;
 - ``--plots``: DVC plots, one ``step<TAB>metric`` TSV per training metric (``train_loss.tsv``,
-  ``train_lr.tsv``, ``train_loss_classifier.tsv``, ...);
+  ``train_lr.tsv`` and the detector's own losses: ``train_classification.tsv``,
+  ``train_bbox_regression.tsv``, ``train_bbox_ctrness.tsv`` for FCOS, ``train_loss_classifier.tsv``,
+  ``train_loss_box_reg.tsv``, ... for Faster R-CNN);
 - ``--metrics``: ``detector/map50``, ``detector/map`` (test), ``detector/map75``,
   ``detector/mar10``, ``detector/val_map50``, ``detector/val_map``, ``detector/train_loss`` (and
   the other final losses), ``detector/steps``, ``detector/train_seconds``, ``detector/test_frames``.

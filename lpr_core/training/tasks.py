@@ -166,7 +166,9 @@ class DetectorTask:
         return [im.to(device, non_blocking=True) for im in images], [_to(t, device) for t in targets]
 
     def step(self, model: nn.Module, batch: tuple[list, list]) -> dict[str, torch.Tensor]:
-        """``{"loss", "loss_classifier", "loss_box_reg", ...}`` of one batch."""
+        """``{"loss", ...}`` of one batch: the sum and the detector's own losses (Faster R-CNN:
+        ``loss_classifier``, ``loss_box_reg``, ...; FCOS: ``classification``, ``bbox_regression``,
+        ``bbox_ctrness``)."""
         images, targets = batch
         targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
         losses = model(images, targets)
