@@ -194,6 +194,20 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def detector_line(metrics: dict) -> str:
+    """The detector's figures from ``train_detector.json`` in words: test mAP, how often its crop
+    box is right, and mAP on held-out training frames (absent figures are left out)."""
+    parts = []
+    if "detector/map50" in metrics:
+        parts.append(f"test mAP@0.5 {metrics['detector/map50']:.3f}"
+                     + (f", mAP {metrics['detector/map']:.3f}" if "detector/map" in metrics else ""))
+    if "detector/top_box_iou50" in metrics:
+        parts.append(f"crop box right (IoU >= 0.5) on {metrics['detector/top_box_iou50']:.0%} of test frames")
+    if "detector/val_map50" in metrics:
+        parts.append(f"held-out training frames mAP@0.5 {metrics['detector/val_map50']:.3f}")
+    return "; ".join(parts) or "no figures"
+
+
 def summary_lines(root: Path, report: DemoReport) -> list[str]:
     """The closing summary: stage times, data counts, gates, metrics, where to look next."""
     lines = ["", "=" * 72, f"LPR demo summary (pipeline run {report.pipeline_run_id})", "-" * 72]
@@ -217,8 +231,7 @@ def summary_lines(root: Path, report: DemoReport) -> list[str]:
         lines.append(f"validation: {'PASSED' if val.get('success') else 'FAILED'}")
     det = _read_json(root / "data/metrics/train_detector.json") or {}
     if det:
-        shown = {k: v for k, v in det.items() if "map" in k.lower()}
-        lines.append("detector: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(shown.items())))
+        lines.append("detector: " + detector_line(det))
     ev = _read_json(root / "data/metrics/evaluate.json") or {}
     if ev:
         parts = []

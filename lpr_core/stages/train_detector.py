@@ -22,7 +22,8 @@ Writes:
   ``train_bbox_regression.tsv``, ``train_bbox_ctrness.tsv`` for FCOS, ``train_loss_classifier.tsv``,
   ``train_loss_box_reg.tsv``, ... for Faster R-CNN);
 - ``--metrics``: ``detector/map50``, ``detector/map`` (test), ``detector/map75``,
-  ``detector/mar10``, ``detector/val_map50``, ``detector/val_map``, ``detector/train_loss`` (and
+  ``detector/mar10``, ``detector/top_box_iou50`` (share of test frames whose crop box, the top
+  detection over ``score_threshold``, has IoU >= 0.5 with the product: what ``evaluate`` crops), ``detector/val_map50``, ``detector/val_map``, ``detector/train_loss`` (and
   the other final losses), ``detector/steps``, ``detector/train_seconds``, ``detector/test_frames``.
 
 Everything is logged to one MLflow run (params section, per-step ``train/*`` metrics, final
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _map_metrics(values: dict[str, float], prefix: str) -> dict[str, float]:
-    names = {"map_50": "map50", "map": "map", "map_75": "map75", "mar_10": "mar10"}
+    names = {"map_50": "map50", "map": "map", "map_75": "map75", "mar_10": "mar10", "top_box_iou50": "top_box_iou50"}
     return {f"detector/{prefix}{names[k.rsplit('/', 1)[-1]]}": v for k, v in values.items()}
 
 
@@ -101,7 +102,8 @@ class DetectorStage:
                 dataset, batch_size=self.params.train.batch_size, num_workers=self.params.train.num_workers,
                 device=str(device), collate_fn=detection_collate, persistent_workers=False,
             )
-            return _map_metrics(evaluate_detector(task.model, loader, device), prefix)
+            threshold = self.params.model.score_threshold
+            return _map_metrics(evaluate_detector(task.model, loader, device, score_threshold=threshold), prefix)
 
         metrics = evaluate(self.test, "")
         if self.val is not None:

@@ -15,6 +15,7 @@ from lpr_core.models.detector import (
     query_frame_boxes,
     save_detector,
     select_box,
+    top_box_hit_rate,
 )
 
 SMALL = DetectorConfig(min_size=64, max_size=96, rpn_proposals=50, rois_per_image=16, box_head_dim=64)
@@ -65,6 +66,25 @@ def test_detection_map_against_known_cases():
     assert m["val/map_50"] == pytest.approx(1.0) and 0.0 < m["val/map"] < 0.5
     empty = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}]
     assert detection_map(empty, gt)["val/map_50"] == pytest.approx(0.0)
+
+
+def test_top_box_hit_rate_judges_the_crop_box_only():
+    gt = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 50.0]]), "labels": torch.tensor([1])}
+
+    def pred(boxes, scores):
+        return {"boxes": torch.tensor(boxes).reshape(-1, 4), "scores": torch.tensor(scores), "labels": torch.ones(len(scores))}
+
+    right = pred([[12.0, 10.0, 52.0, 50.0]], [0.9])  # IoU 0.9
+    wrong_on_top = pred([[60.0, 60.0, 90.0, 90.0], [10.0, 10.0, 50.0, 50.0]], [0.8, 0.7])  # the right box ranks second
+    too_shy = pred([[10.0, 10.0, 50.0, 50.0]], [0.2])  # right, but under the threshold: no crop
+    loose = pred([[20.0, 10.0, 70.0, 50.0]], [0.9])  # IoU 0.5 exactly: a hit at 0.5
+    nothing = pred([], [])
+    assert top_box_hit_rate([right], [gt], 0.3) == 1.0
+    assert top_box_hit_rate([wrong_on_top, too_shy, nothing], [gt] * 3, 0.3) == 0.0
+    assert top_box_hit_rate([too_shy], [gt], 0.1) == 1.0
+    assert top_box_hit_rate([right, loose, wrong_on_top, nothing], [gt] * 4, 0.3) == pytest.approx(0.5)
+    assert top_box_hit_rate([loose], [gt], 0.3, iou=0.6) == 0.0
+    assert top_box_hit_rate([], [], 0.3) == 0.0
 
 
 def test_save_load_round_trip(tmp_path, detector):

@@ -58,6 +58,7 @@ def test_stage_trains_evaluates_on_test_frames_and_logs(world, tmp_path, experim
                 own_loss, "detector/steps", "detector/test_frames"):
         assert key in metrics, key
     assert -1.0 <= metrics["detector/map"] <= metrics["detector/map50"] <= 1.0  # COCO: -1 when undefined
+    assert 0.0 <= metrics["detector/top_box_iou50"] <= 1.0 and "detector/val_top_box_iou50" in metrics
     # every annotated test frame of the world was downloaded: all of them are evaluated
     test_boxes = pq.read_table(world / "prepared" / "test_frame_boxes.parquet")
     assert metrics["detector/test_frames"] == test_boxes.num_rows > 0

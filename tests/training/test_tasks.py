@@ -46,7 +46,7 @@ def test_detector_trains_and_evaluates(tmp_path, world_readers):
     after = load_checkpoint(checkpoint_path(tmp_path))["model"]
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
     metrics = evaluate_detector(task.model, build_dataloader(val, batch_size=2, collate_fn=detection_collate))
-    assert set(metrics) == {"val/map_50", "val/map", "val/map_75", "val/mar_10"}
+    assert set(metrics) == {"val/map_50", "val/map", "val/map_75", "val/mar_10", "val/top_box_iou50"}
     assert all(-1.0 <= v <= 1.0 for v in metrics.values())  # COCO reports -1 where undefined
     assert task.model.training
 
