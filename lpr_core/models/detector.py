@@ -357,7 +357,6 @@ def coco_backend() -> str:
     )
 
 
-@torch.no_grad()
 def top_box_hit_rate(
     preds: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]], score_threshold: float, iou: float = 0.5
 ) -> float:
@@ -376,6 +375,7 @@ def top_box_hit_rate(
     return hits / len(preds) if preds else 0.0
 
 
+@torch.no_grad()
 def evaluate_detector(
     model: nn.Module, loader, device: str | torch.device = "cpu", prefix: str = "val/", score_threshold: float = 0.3
 ) -> dict[str, float]:

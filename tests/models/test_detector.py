@@ -11,6 +11,7 @@ from lpr_core.models.detector import (
     coco_backend,
     detect,
     detection_map,
+    evaluate_detector,
     load_detector,
     query_frame_boxes,
     save_detector,
@@ -85,6 +86,19 @@ def test_top_box_hit_rate_judges_the_crop_box_only():
     assert top_box_hit_rate([right, loose, wrong_on_top, nothing], [gt] * 4, 0.3) == pytest.approx(0.5)
     assert top_box_hit_rate([loose], [gt], 0.3, iou=0.6) == 0.0
     assert top_box_hit_rate([], [], 0.3) == 0.0
+
+
+def test_evaluate_detector_runs_without_autograd_and_restores_training_mode(detector):
+    grad_enabled = []
+    hook = detector.register_forward_pre_hook(lambda module, args: grad_enabled.append(torch.is_grad_enabled()))
+    target = {"boxes": torch.tensor([[10.0, 10.0, 40.0, 50.0]]), "labels": torch.tensor([1])}
+    detector.train()
+    try:
+        metrics = evaluate_detector(detector, [([torch.rand(3, 64, 80)] * 2, [target] * 2)], score_threshold=0.0)
+    finally:
+        hook.remove()
+    assert grad_enabled == [False] and detector.training
+    assert 0.0 <= metrics["val/top_box_iou50"] <= 1.0
 
 
 def test_save_load_round_trip(tmp_path, detector):
