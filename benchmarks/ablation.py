@@ -8,7 +8,8 @@ variant's switches) and scores the test queries with the LPR protocol (each quer
 its own livestream's gallery; rank-1 / rank-5):
 
 1. ``baseline``: one frame (the middle one at test time), full frames, ICL only;
-2. ``+temporal``: a transformer over T frames;
+2. ``+temporal``: T frames pooled by the clip aggregator (``model.aggregator``: attention
+   pooling by default);
 3. ``+crops``: frames cropped to ground-truth boxes in training, to the trained detector's boxes
    at test time (the ``GT-box R1`` column uses ground-truth test boxes instead: the detector's
    cost);
@@ -48,7 +49,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         "middle frame, full frames, ICL",
         {"model": {"aggregator": "middle", "num_frames": 1, "pmd": False, "pfr": False}, "data": {"crop_boxes": False}},
     ),
-    "+temporal": ("transformer over T frames", {"model": {"pmd": False, "pfr": False}, "data": {"crop_boxes": False}}),
+    "+temporal": ("aggregator over T frames", {"model": {"pmd": False, "pfr": False}, "data": {"crop_boxes": False}}),
     "+crops": ("GT crops in training, detector crops at test", {"model": {"pmd": False, "pfr": False}}),
     "+pmd": ("pairwise matching decoder", {"model": {"pfr": False}}),
     "full": ("+ patch feature reconstruction (params.yaml)", {}),
