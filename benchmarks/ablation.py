@@ -290,8 +290,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     out: list[dict] = []
     for name in dict.fromkeys(r["variant"] for r in rows):
         runs = [r for r in rows if r["variant"] == name]
-        row = {"variant": name, "adds": runs[0]["adds"], "seeds": len(runs),
-               "test_rank1_seeds": [r["test_rank1"] for r in runs]}
+        row = {"variant": name, "adds": runs[0]["adds"], "test_rank1_seeds": [r["test_rank1"] for r in runs]}
         for key in ("test_rank1", "test_rank5", "test_mAP", "test_rank1_gt_boxes", "val_rank1", "train_seconds",
                     "cpu_seconds", "load_avg", "steps"):
             values = [r[key] for r in runs if r.get(key) is not None]
