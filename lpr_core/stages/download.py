@@ -9,7 +9,8 @@ img2dataset (``keep_ratio``, incremental), retries failed URLs one by one and wr
 - ``<out>/<split>_<kind>/``: img2dataset's shards (and ``retried/`` for recovered samples);
 - ``<out>/manifests/<split>_<kind>.parquet``: every input URL once, with its id, path, sizes,
   status, error and sha256 (``FRAME_MANIFEST_SCHEMA`` / ``IMAGE_MANIFEST_SCHEMA``);
-- ``<out>/download_summary.json``: per list total / success / recovered / failed by reason.
+- ``<out>/download_summary.json``: per list total / success / recovered / failed by reason, and
+  the URLs the fetch guard refused (private address, too large, too slow).
 
 Rerunning after an interruption resumes: complete shards are not downloaded again. Exit status 0
 when every list was processed (failed URLs are recorded, the ``validate`` stage gates on them),
@@ -38,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def summary_metrics(summary: dict) -> dict[str, float]:
-    """Flat numeric metrics of a download summary: per list total, success rate, recovered, failed."""
+    """Flat numeric metrics of a download summary: per list total, success rate, recovered, failed,
+    and of the failed, those the fetch guard refused (in all and per reason)."""
+    from lpr_core.data.manifest import REFUSAL_REASONS
+
     metrics: dict[str, float] = {}
     for name, s in summary.get("lists", {}).items():
         if "total" not in s:
@@ -48,6 +52,9 @@ def summary_metrics(summary: dict) -> dict[str, float]:
         metrics[f"download/{name}/success_rate"] = round(s["success"] / total, 6) if total else 0.0
         metrics[f"download/{name}/recovered_by_retry"] = s.get("recovered_by_retry", 0)
         metrics[f"download/{name}/failed"] = s.get("failed", 0)
+        metrics[f"download/{name}/refused"] = s.get("refused", 0)
+        for reason in REFUSAL_REASONS:
+            metrics[f"download/{name}/{reason}"] = s.get("refused_by_reason", {}).get(reason, 0)
     return metrics
 
 
