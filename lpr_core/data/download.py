@@ -32,17 +32,18 @@ fetch at ``max_fetch_seconds``. Refused URLs are failed rows with their own reas
 
 Restartable: every file this module writes is written to a temporary name and renamed; shards
 come from img2dataset's incremental mode. If the stage process is killed (even ``SIGKILL``), a
-small guard process kills the img2dataset worker processes (and their server) it left behind,
-so a rerun never races with orphans writing the same shard. The output directory is locked
-against a second concurrent run.
+small guard process kills the img2dataset worker processes (and their server, and a Spark
+session's JVM and workers) it left behind, so a rerun never races with orphans writing the same
+shard. The output directory is locked against a second concurrent run.
 
 Scale: ``distributor: multiprocessing`` runs img2dataset's workers on this machine. For many
-machines img2dataset offers ``pyspark`` (the shards run as Spark tasks: create the SparkSession
-of your cluster before the stage runs, or img2dataset starts a local one with ``processes``
-cores) and ``ray`` (shards run as Ray tasks: start or join the cluster with ``ray.init`` /
-``RAY_ADDRESS`` first). Both need their package installed, and the output directory must then be
-a filesystem that every worker and this process see at the same path (e.g. a shared volume),
-because the manifest is built from the shard files.
+machines, ``pyspark`` runs each shard as a Spark task on the run's SparkSession
+(:mod:`lpr_core.data.download_spark`: the caller's active session, else one on the master the
+environment names, else ``local[processes]``); failed shards are retried by img2dataset. ``ray``
+runs shards as Ray tasks (``ray.init`` / ``RAY_ADDRESS`` first; img2dataset ignores failed shards
+there, the retry pass then fetches their URLs one by one). Either way every worker must see the
+output directory at the same path, because the manifest is built from the shard files; see
+``docs/kubernetes.md`` for a cluster.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -93,6 +95,7 @@ from lpr_core.data.manifest import (
 from lpr_core.formats.schema import FILE_PATTERNS, URL_LISTS
 
 if TYPE_CHECKING:
+    from lpr_core.data.download_spark import DownloadSpark
     from lpr_core.data.download_workers import WorkerServer
 
 __all__ = [
@@ -381,7 +384,8 @@ def _check_distributor(name: str) -> None:
 
 
 def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, params: DownloadParams,
-                    log: Callable[[str], None] = print, workers: WorkerServer | None = None) -> float:
+                    log: Callable[[str], None] = print, workers: WorkerServer | None = None,
+                    spark: DownloadSpark | None = None) -> float:
     """Run img2dataset on one list unless all its shards are complete.
 
     Every fetch of img2dataset's workers goes through the fetch guard
@@ -389,15 +393,20 @@ def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, par
     in the main thread (img2dataset installs a SIGINT handler; it is restored after).
 
     Args:
-        workers: with the ``multiprocessing`` distributor, start img2dataset's worker and logger
-            processes from this server (:mod:`lpr_core.data.download_workers`: img2dataset is
-            imported once per server, not once per process); None: img2dataset spawns them.
+        workers: start img2dataset's logger process and, with the ``multiprocessing``
+            distributor, its pool workers from this server (:mod:`lpr_core.data.download_workers`:
+            img2dataset is imported once per server, not once per process); None: img2dataset
+            spawns them.
+        spark: with the ``pyspark`` distributor, the run's session
+            (:class:`lpr_core.data.download_spark.DownloadSpark`); None: one made and stopped
+            for this call.
 
     Returns:
         img2dataset's wall time in seconds (0 when skipped).
 
     Raises:
         KeyboardInterrupt: when img2dataset was interrupted (it would otherwise exit with 0).
+        DownloadError: when the distributor's package or Spark session is unavailable.
     """
     folder = Path(folder)
     expected = math.ceil(n_urls / params.number_sample_per_shard)
@@ -407,7 +416,7 @@ def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, par
         return 0.0
     _check_distributor(params.distributor)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check (no network)
-    forked = workers is not None and params.distributor == "multiprocessing"
+    forked = workers is not None and params.distributor in ("multiprocessing", "pyspark")
     if forked:
         workers.start()  # type: ignore[union-attr]  # the server imports img2dataset meanwhile
     import img2dataset
@@ -422,6 +431,16 @@ def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, par
     t0 = time.perf_counter()
     try:
         with contextlib.ExitStack() as stack:
+            if params.distributor == "pyspark":
+                from lpr_core.data.download_spark import DownloadSpark, SparkSessionError
+
+                if spark is None:
+                    spark = DownloadSpark(params.processes, log=log)
+                    stack.callback(spark.stop)
+                try:
+                    spark.get()  # img2dataset's distributor runs on the active session
+                except SparkSessionError as exc:
+                    raise DownloadError(f"{folder.name}: {exc}") from None
             if forked:
                 stack.enter_context(forked_workers(workers))  # type: ignore[arg-type]
             stack.enter_context(guarded_distributors(params.fetch_policy))
@@ -491,6 +510,7 @@ def make_resizer(params: DownloadParams):
 # img2dataset's Resizer silences C-level output by swapping file descriptors 1 and 2 with dup2:
 # two threads inside it at once can leave stdout redirected for good. One at a time.
 _RESIZE_LOCK = threading.Lock()
+_OBJECT_AT = re.compile(r" at 0x[0-9a-fA-F]+>")
 
 
 def process_image(data: bytes, resizer) -> tuple[bytes, int, int, int, int] | str:
@@ -510,7 +530,8 @@ def process_image(data: bytes, resizer) -> tuple[bytes, int, int, int, int] | st
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # a full decode: a truncated JPEG raises here
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
-        return format_error(f"{type(exc).__name__}: {exc}", "decode")
+        # without the object's address ("<_io.BytesIO object at 0x...>"): manifests must not vary
+        return format_error(f"{type(exc).__name__}: {_OBJECT_AT.sub('>', str(exc))}", "decode")
     with _RESIZE_LOCK:
         img, width, height, original_width, original_height, err = resizer(io.BytesIO(data))
     if err is not None or img is None:
@@ -650,10 +671,11 @@ def retry_pass(
 
 
 def download_list(url_list: UrlList, out_root: str | Path, params: DownloadParams, *, progress: bool = True,
-                  log: Callable[[str], None] = print, workers: WorkerServer | None = None) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, workers: WorkerServer | None = None,
+                  spark: DownloadSpark | None = None) -> dict[str, Any]:
     """Download one URL list, retry its failures and write its manifest.
 
-    ``workers``: see :func:`run_img2dataset`.
+    ``workers``, ``spark``: see :func:`run_img2dataset`.
 
     Returns:
         The list's summary: counts (total, success, recovered_by_retry, failed, failed_by_reason,
@@ -664,7 +686,7 @@ def download_list(url_list: UrlList, out_root: str | Path, params: DownloadParam
     folder = out_root / url_list.folder_name
     folder.mkdir(parents=True, exist_ok=True)
     input_path = prepare_input(url_list, folder, params)
-    i2d_seconds = run_img2dataset(input_path, folder, len(url_list.urls), params, log, workers)
+    i2d_seconds = run_img2dataset(input_path, folder, len(url_list.urls), params, log, workers, spark)
 
     t0 = time.perf_counter()
     expected = dict.fromkeys(url_list.urls)
@@ -827,17 +849,21 @@ def download_all(urls_dir: str | Path, out_dir: str | Path, params: DownloadPara
         if lists[name].duplicates:
             log(f"{name}: {lists[name].duplicates} duplicate URL(s) in {path.name} dropped")
     out_dir.mkdir(parents=True, exist_ok=True)
+    from lpr_core.data.download_spark import DownloadSpark
     from lpr_core.data.download_workers import WorkerServer
 
     with _exclusive(out_dir), orphan_guard():
         # img2dataset's processes of every list fork from one server started (lazily) in this
-        # guard: they carry its token, and img2dataset is imported once, not thrice per list
+        # guard: they carry its token, and img2dataset is imported once, not thrice per list.
+        # With pyspark, one session (started lazily, in the guard too) serves every list.
         workers = WorkerServer()
+        spark = DownloadSpark(params.processes, progress=progress, log=log)
         try:
             for name, url_list in lists.items():
                 summary["lists"][name] = download_list(url_list, out_dir, params, progress=progress, log=log,
-                                                       workers=workers)
+                                                       workers=workers, spark=spark)
         finally:
+            spark.stop()
             workers.stop()
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     from lpr_core.formats.writers import atomic_write_text

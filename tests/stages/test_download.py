@@ -65,8 +65,15 @@ def copy_urls(world: Path, names: list[str], dest: Path, prefix: str) -> dict[st
     return out
 
 
-def run_stage(urls: Path, out: Path, params: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
+def run_stage(urls: Path, out: Path, params: Path, log: Path,
+              env: dict[str, str | None] | None = None) -> subprocess.Popen:
+    """Start the stage; ``env`` adds variables to the environment (None: removes one).
+
+    Every process of the run inherits ``LPR_TEST_STAGE=<out>`` (see :func:`processes_of_a_download_run`).
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1", "LPR_TEST_STAGE": str(out),
+           **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     with open(log, "ab") as fh:
         return subprocess.Popen(
             [sys.executable, "-m", "lpr_core.stages.download", "--urls", str(urls), "--out", str(out),
@@ -254,9 +261,11 @@ def live_processes() -> list[tuple[int, int, bytes]]:
     return out
 
 
-def processes_of_a_download_run() -> list[int]:
-    """Live processes started by a download run (they carry its guard token in their environment)."""
-    return [pid for pid, _, env in live_processes() if b"LPR_DOWNLOAD_RUN=" in env]
+def processes_of_a_download_run(out: Path) -> list[int]:
+    """Live processes started by the download run of :func:`run_stage` into ``out`` (they carry the
+    run's guard token and the test's mark in their environment; other runs on the machine do not)."""
+    mark = b"\0LPR_TEST_STAGE=" + str(out).encode() + b"\0"
+    return [pid for pid, _, env in live_processes() if b"LPR_DOWNLOAD_RUN=" in env and mark in b"\0" + env]
 
 
 @pytest.mark.slow
@@ -281,14 +290,14 @@ def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tm
         while len(complete_shards(folder)) < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         assert proc.poll() is None, "the stage ended before it could be killed:\n" + log.read_text()[-3000:]
-        assert processes_of_a_download_run(), "img2dataset's workers should be running"
+        assert processes_of_a_download_run(out), "img2dataset's workers should be running"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         # img2dataset's worker (inside a 3 s shard) and logger die with the stage, within a second
         deadline = time.monotonic() + 1.0
-        while processes_of_a_download_run() and time.monotonic() < deadline:
+        while processes_of_a_download_run(out) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert processes_of_a_download_run() == []
+        assert processes_of_a_download_run(out) == []
         done = {shard: path.stat().st_mtime_ns for shard, path in complete_shards(folder)}
         counts = server.request_counts()
         time.sleep(1.0)
@@ -320,6 +329,81 @@ def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tm
         assert server.request_counts() == before
         assert "img2dataset not needed" in log.read_text()
         assert time.monotonic() - t0 < 60
+
+
+# --------------------------------------------------------------------------------- on Spark
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_stage_on_local_spark_writes_the_manifests_multiprocessing_writes(world, tmp_path):
+    """``distributor: pyspark`` on ``local[2]`` (the stage's own session: no master in the
+    environment, ``processes: 2``) against the same server and faults as ``multiprocessing``."""
+    from lpr_core.synth import FaultKind, ImageServer, fault_for
+
+    names = ["test_frame_urls", "test_image_urls"]  # two lists: one Spark session serves both
+    probe = copy_urls(world, names, tmp_path / "probe", "http://127.0.0.1:1/lpr/")
+    every = [item_id(u) for us in probe.values() for u in us]
+    wanted = {FaultKind.NOT_FOUND, FaultKind.TRANSIENT, FaultKind.SLOW, FaultKind.CORRUPT}
+    seed = next(s for s in range(500) if {fault_for(i, 0.2, s) for i in every} >= wanted)
+    params = shrunk_params(processes=2, number_sample_per_shard=20, allow_private_networks=("127.0.0.1/32",))
+    outs = {}
+    with ImageServer(world, fault_rate=0.2, seed=seed, slow_seconds=3.0) as server:
+        urls = copy_urls(world, names, tmp_path / "urls", server.url_prefix)
+        # every 7th URL on another loopback address, outside the allow-list: the guard must refuse
+        # it inside Spark's executors as it does in img2dataset's own processes
+        refused = set()
+        for name, list_urls in urls.items():
+            for i in range(0, len(list_urls), 7):
+                list_urls[i] = list_urls[i].replace(server.url_prefix, "http://127.0.0.2:9/lpr/")
+                refused.add(list_urls[i])
+            (tmp_path / "urls" / url_file(tmp_path / "urls", name).name).write_text(
+                "".join(u + "\n" for u in list_urls))
+        for distributor in ("multiprocessing", "pyspark"):
+            server.reset_counts()  # the same faults again (TRANSIENT and SLOW fail first)
+            out = tmp_path / distributor
+            log = tmp_path / f"{distributor}.log"
+            params_path = write_params(tmp_path / f"{distributor}.yaml", dataclasses.replace(params,
+                                                                                           distributor=distributor))
+            env: dict[str, str | None] = {k: None for k in ("MASTER", "SPARK_CONF_DIR", "SPARK_REMOTE")}
+            env["PYSPARK_SUBMIT_ARGS"] = "--conf spark.ui.enabled=false pyspark-shell"  # no UI port to bind
+            proc = run_stage(tmp_path / "urls", out, params_path, log, env)
+            assert proc.wait(timeout=900) == 0, log.read_text()[-6000:]
+            outs[distributor] = out
+    text = (tmp_path / "pyspark.log").read_text()
+    assert text.count("pyspark: starting a SparkSession on local[2] (from download.processes)") == 1
+    deadline = time.monotonic() + 10  # the JVM exits when its driver's pipe closes
+    while any(map(processes_of_a_download_run, outs.values())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for out in outs.values():  # the JVM and its Python workers ended with the stage
+        assert processes_of_a_download_run(out) == []
+    reasons = set()
+    for name in names:
+        split, kind = URL_LISTS[name]
+        tables = {d: pq.read_table(out / "manifests" / f"{split}_{kind}.parquet") for d, out in outs.items()}
+        mp, spark = tables["multiprocessing"].to_pylist(), tables["pyspark"].to_pylist()
+        assert [r["url"] for r in mp] == urls[name]
+        assert spark == mp  # ids, paths, statuses, errors, sizes, sha256: row for row
+        reasons |= {r["error"].split(":")[0] for r in mp if r["status"] == "failed"}
+        assert sum(r["status"] == "success" for r in mp) > len(mp) // 2
+        for r in mp:
+            assert (r["url"] in refused) == (r["error"] or "").startswith("refused_private_address: ")
+        # the same shards, and the refusals came from img2dataset on Spark, not the retry pass
+        folder = outs["pyspark"] / f"{split}_{kind}"
+        assert _shard_rows(folder) == _shard_rows(outs["multiprocessing"] / f"{split}_{kind}")
+        for r in _shard_rows(folder):
+            if r["url"] in refused:
+                assert r["error_message"].startswith("refused_private_address: 127.0.0.2 (loopback)")
+        for r in spark:
+            if r["status"] == "success" and r["tar_member"] is None:
+                a, b = (o / r["path"] for o in outs.values())
+                assert a.read_bytes() == b.read_bytes()
+    assert reasons >= {"http_404", "decode", "refused_private_address"}
+    summaries = [json.loads((o / "download_summary.json").read_text())["lists"] for o in outs.values()]
+    for name in names:
+        for key in ("total", "success", "failed", "failed_by_reason", "refused", "recovered_by_retry"):
+            assert summaries[0][name][key] == summaries[1][name][key], (name, key)
 
 
 # ------------------------------------------------------------------- img2dataset's processes
