@@ -14,9 +14,10 @@ therefore makes the session itself, once per run, so that the same settings reac
    ``SPARK_CONF_DIR`` (or ``SPARK_HOME/conf``); without any, ``local[<download.processes>]`` on
    this machine. Every other Spark setting (executor count and memory, the container image, the
    driver's host...) goes the same ways: ``spark-defaults.conf`` or ``--conf`` in
-   ``PYSPARK_SUBMIT_ARGS`` (which must end with ``pyspark-shell``). The executors' Python is
-   ``PYSPARK_PYTHON`` (on a local master, this interpreter when unset). The stage stops the
-   session it built when the run ends.
+   ``PYSPARK_SUBMIT_ARGS`` (which must end with ``pyspark-shell``). When ``spark-submit``
+   started this process (a Spark Operator ``SparkApplication``'s driver), its settings stand and
+   no master is set here. The executors' Python is ``PYSPARK_PYTHON`` (on a local master, this
+   interpreter when unset). The stage stops the session it built when the run ends.
 
 Spark Connect (``SPARK_REMOTE``) cannot serve: img2dataset uses the RDD API, which a Connect
 session does not have. The driver is this process; executors must see the output folder at the
@@ -62,7 +63,7 @@ def _defaults_master(environ: Mapping[str, str]) -> str | None:
     return master or None
 
 
-def resolve_master(environ: Mapping[str, str], processes: int) -> tuple[str, str]:
+def resolve_master(environ: Mapping[str, str], processes: int) -> tuple[str | None, str]:
     """The Spark master a new session gets, and where it came from.
 
     Args:
@@ -71,8 +72,11 @@ def resolve_master(environ: Mapping[str, str], processes: int) -> tuple[str, str
 
     Returns:
         ``(master, source)``, e.g. ``("spark://head:7077", "MASTER")`` or
-        ``("local[2]", "download.processes")``.
+        ``("local[2]", "download.processes")``; ``(None, "spark-submit")`` when this process was
+        started by ``spark-submit`` (a Spark Operator driver), whose settings then stand.
     """
+    if environ.get("PYSPARK_GATEWAY_PORT"):
+        return None, "spark-submit"
     if environ.get("MASTER"):
         return environ["MASTER"], "MASTER"
     args = shlex.split(environ.get("PYSPARK_SUBMIT_ARGS", ""))
@@ -134,13 +138,16 @@ class DownloadSpark:
             self.session = active
             return active
         master, source = resolve_master(self.environ, self.processes)
-        builder = (SparkSession.builder.appName(APP_NAME).master(master)
+        builder = (SparkSession.builder.appName(APP_NAME)
                    .config("spark.ui.showConsoleProgress", str(self.progress).lower())
                    .config("spark.executorEnv.NO_ALBUMENTATIONS_UPDATE", "1"))
+        if master is not None:
+            builder = builder.master(master)
         # pyspark's Python workers run PYSPARK_PYTHON (read once, when the context starts), else
         # the first python3 on PATH: local ones must run this interpreter, which has the packages
-        python = None if self.environ.get("PYSPARK_PYTHON") or not master.startswith("local") else sys.executable
-        self.log(f"pyspark: starting a SparkSession on {master} (from {source})")
+        local = master is not None and master.startswith("local")
+        python = sys.executable if local and not self.environ.get("PYSPARK_PYTHON") else None
+        self.log(f"pyspark: starting a SparkSession on {master or 'the master spark-submit set'} (from {source})")
         t0 = time.perf_counter()
         saved = os.environ.get("PYSPARK_PYTHON")
         try:

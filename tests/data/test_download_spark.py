@@ -31,6 +31,8 @@ def test_master_from_the_environment_else_local_processes(tmp_path):
     # MASTER wins over the defaults file, as with spark-submit
     assert resolve_master({"SPARK_CONF_DIR": str(conf), "MASTER": "local[1]"}, 3)[0] == "local[1]"
     assert resolve_master({"SPARK_CONF_DIR": str(tmp_path / "none")}, 2)[0] == "local[2]"
+    # started by spark-submit (a Spark Operator driver): its master stands, whatever else is set
+    assert resolve_master({"PYSPARK_GATEWAY_PORT": "41234", "MASTER": "local[1]"}, 2) == (None, "spark-submit")
 
 
 def test_spark_connect_is_refused_with_the_reason():

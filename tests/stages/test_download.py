@@ -65,8 +65,11 @@ def copy_urls(world: Path, names: list[str], dest: Path, prefix: str) -> dict[st
     return out
 
 
-def run_stage(urls: Path, out: Path, params: Path, log: Path,
-              env: dict[str, str | None] | None = None) -> subprocess.Popen:
+STAGE = [sys.executable, "-m", "lpr_core.stages.download"]
+
+
+def run_stage(urls: Path, out: Path, params: Path, log: Path, env: dict[str, str | None] | None = None,
+              launcher: list[str] = STAGE) -> subprocess.Popen:
     """Start the stage; ``env`` adds variables to the environment (None: removes one).
 
     Every process of the run inherits ``LPR_TEST_STAGE=<out>`` (see :func:`processes_of_a_download_run`).
@@ -76,8 +79,7 @@ def run_stage(urls: Path, out: Path, params: Path, log: Path,
     env = {k: v for k, v in env.items() if v is not None}
     with open(log, "ab") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "lpr_core.stages.download", "--urls", str(urls), "--out", str(out),
-             "--params", str(params), "--no-progress"],
+            [*launcher, "--urls", str(urls), "--out", str(out), "--params", str(params), "--no-progress"],
             stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )
 
@@ -338,8 +340,10 @@ def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tm
 @pytest.mark.integration
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 def test_stage_on_local_spark_writes_the_manifests_multiprocessing_writes(world, tmp_path):
-    """``distributor: pyspark`` on ``local[2]`` (the stage's own session: no master in the
-    environment, ``processes: 2``) against the same server and faults as ``multiprocessing``."""
+    """``distributor: pyspark`` on ``local[2]`` against the same server and faults as
+    ``multiprocessing``, twice: the stage's own session (no master in the environment,
+    ``processes: 2``), and the stage as ``spark-submit``'s application, the way a Spark Operator
+    ``SparkApplication`` runs it (spark-submit's master and settings stand)."""
     from lpr_core.synth import FaultKind, ImageServer, fault_for
 
     names = ["test_frame_urls", "test_image_urls"]  # two lists: one Spark session serves both
@@ -360,19 +364,24 @@ def test_stage_on_local_spark_writes_the_manifests_multiprocessing_writes(world,
                 refused.add(list_urls[i])
             (tmp_path / "urls" / url_file(tmp_path / "urls", name).name).write_text(
                 "".join(u + "\n" for u in list_urls))
-        for distributor in ("multiprocessing", "pyspark"):
+        submit = [str(Path(sys.executable).with_name("spark-submit")), "--master", "local[2]",
+                  "--conf", "spark.ui.enabled=false", str(REPO / "lpr_core" / "stages" / "download.py")]
+        for run, launcher in (("multiprocessing", STAGE), ("pyspark", STAGE), ("spark-submit", submit)):
             server.reset_counts()  # the same faults again (TRANSIENT and SLOW fail first)
-            out = tmp_path / distributor
-            log = tmp_path / f"{distributor}.log"
-            params_path = write_params(tmp_path / f"{distributor}.yaml", dataclasses.replace(params,
-                                                                                           distributor=distributor))
+            out = tmp_path / run
+            log = tmp_path / f"{run}.log"
+            params_path = write_params(tmp_path / f"{run}.yaml", dataclasses.replace(
+                params, distributor="multiprocessing" if run == "multiprocessing" else "pyspark"))
             env: dict[str, str | None] = {k: None for k in ("MASTER", "SPARK_CONF_DIR", "SPARK_REMOTE")}
             env["PYSPARK_SUBMIT_ARGS"] = "--conf spark.ui.enabled=false pyspark-shell"  # no UI port to bind
-            proc = run_stage(tmp_path / "urls", out, params_path, log, env)
+            env["PYSPARK_PYTHON"] = sys.executable if run == "spark-submit" else None
+            proc = run_stage(tmp_path / "urls", out, params_path, log, env, launcher)
             assert proc.wait(timeout=900) == 0, log.read_text()[-6000:]
-            outs[distributor] = out
+            outs[run] = out
     text = (tmp_path / "pyspark.log").read_text()
     assert text.count("pyspark: starting a SparkSession on local[2] (from download.processes)") == 1
+    text = (tmp_path / "spark-submit.log").read_text()
+    assert "pyspark: starting a SparkSession on the master spark-submit set (from spark-submit)" in text
     deadline = time.monotonic() + 10  # the JVM exits when its driver's pipe closes
     while any(map(processes_of_a_download_run, outs.values())) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -385,6 +394,7 @@ def test_stage_on_local_spark_writes_the_manifests_multiprocessing_writes(world,
         mp, spark = tables["multiprocessing"].to_pylist(), tables["pyspark"].to_pylist()
         assert [r["url"] for r in mp] == urls[name]
         assert spark == mp  # ids, paths, statuses, errors, sizes, sha256: row for row
+        assert tables["spark-submit"].to_pylist() == mp
         reasons |= {r["error"].split(":")[0] for r in mp if r["status"] == "failed"}
         assert sum(r["status"] == "success" for r in mp) > len(mp) // 2
         for r in mp:
@@ -397,13 +407,13 @@ def test_stage_on_local_spark_writes_the_manifests_multiprocessing_writes(world,
                 assert r["error_message"].startswith("refused_private_address: 127.0.0.2 (loopback)")
         for r in spark:
             if r["status"] == "success" and r["tar_member"] is None:
-                a, b = (o / r["path"] for o in outs.values())
-                assert a.read_bytes() == b.read_bytes()
+                a, *others = ((o / r["path"]).read_bytes() for o in outs.values())
+                assert others == [a, a]
     assert reasons >= {"http_404", "decode", "refused_private_address"}
     summaries = [json.loads((o / "download_summary.json").read_text())["lists"] for o in outs.values()]
     for name in names:
         for key in ("total", "success", "failed", "failed_by_reason", "refused", "recovered_by_retry"):
-            assert summaries[0][name][key] == summaries[1][name][key], (name, key)
+            assert summaries[0][name][key] == summaries[1][name][key] == summaries[2][name][key], (name, key)
 
 
 # ------------------------------------------------------------------- img2dataset's processes
