@@ -9,6 +9,7 @@ during img2dataset and checks that a rerun finishes without downloading complete
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -498,3 +499,103 @@ def test_worker_server_stop_kills_what_outlives_its_timeout():
         assert not Path(f"/proc/{stuck.pid}").exists()
     finally:
         workers.stop(timeout=0)
+
+
+# ------------------------------------------------------------------ on a cluster (documented)
+
+SPARK_SECTION = "## Downloading the full release on Spark"
+SPARK_CRD = REPO / "components" / "schemas" / "sparkoperator.k8s.io_sparkapplications.yaml"
+
+
+def _doc_yaml_blocks() -> list[str]:
+    text = (REPO / "docs" / "kubernetes.md").read_text(encoding="utf-8")
+    section = text[text.index(SPARK_SECTION):]
+    return [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+
+
+def _spark_application() -> dict:
+    (block,) = [b for b in _doc_yaml_blocks() if "kind: SparkApplication" in b]
+    return yaml.safe_load(block)
+
+
+def _strict(schema):
+    """The schema refusing unknown fields, as ``kubectl apply --validate=strict`` does (a CRD's
+    schema lists the known ones; the API server would prune the others silently)."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def _spark_application_schema() -> dict:
+    (crd,) = [d for d in yaml.safe_load_all(SPARK_CRD.read_text()) if d]
+    assert crd["spec"]["names"]["kind"] == "SparkApplication"
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta2"]
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta: the API server's own schema
+    return schema
+
+
+def test_documented_spark_application_is_valid_and_runs_the_stage():
+    import argparse
+
+    import jsonschema
+    import pyspark
+
+    from lpr_core.stages.download import add_arguments
+
+    app = _spark_application()
+    schema = _spark_application_schema()
+    jsonschema.validate(app, schema)
+    spec = app["spec"]
+    assert app["apiVersion"] == "sparkoperator.k8s.io/v1beta2" and spec["type"] == "Python"
+    assert spec["sparkVersion"] == pyspark.__version__  # the driver's pyspark is the lock's
+    # the application file is the stage's module, at its place in the image (/opt/lpr)
+    main_file = spec["mainApplicationFile"].removeprefix("local://")
+    assert (REPO / Path(main_file).relative_to("/opt/lpr")).is_file()
+    assert main_file.endswith("lpr_core/stages/download.py")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(spec["arguments"])
+    # the output folder is on the volume that the driver and every executor mount at the same path
+    mounts = {m["mountPath"]: m["name"] for m in spec["driver"]["volumeMounts"]}
+    executor_mounts = {m["mountPath"]: m["name"] for m in spec["executor"]["volumeMounts"]}
+    assert mounts[str(args.out)] == executor_mounts[str(args.out)]
+    claim = next(v for v in spec["volumes"] if v["name"] == mounts[str(args.out)])["persistentVolumeClaim"]
+    assert not claim.get("readOnly")
+    assert str(args.urls) in mounts and str(args.params).startswith("/opt/lpr/")
+    # the schema is strict enough to catch a mistake in it
+    bad = copy.deepcopy(app)
+    bad["spec"]["executor"]["instances"] = "many"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    bad = copy.deepcopy(app)
+    bad["spec"]["mode"] = "driver-in-pod"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    bad = copy.deepcopy(app)
+    bad["spec"]["executors"] = bad["spec"].pop("executor")  # a misspelt field is not dropped silently
+    with pytest.raises(jsonschema.ValidationError, match="executors"):
+        jsonschema.validate(bad, schema)
+
+
+def test_documented_driver_environment_is_a_valid_container_env():
+    import kubernetes_validate
+
+    from lpr_core.data.download_spark import resolve_master
+
+    (block,) = [b for b in _doc_yaml_blocks() if b.startswith("env:")]
+    env = yaml.safe_load(block)["env"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lpr-download"},
+           "spec": {"containers": [{"name": "stage", "image": "lpr-spark:dev", "env": env}]}}
+    kubernetes_validate.validate(pod, "1.32.0", strict=True)
+    values = {e["name"]: e.get("value") for e in env}
+    assert values["PYSPARK_SUBMIT_ARGS"].endswith(" pyspark-shell")
+    assert "spark.driver.host=$(POD_IP)" in values["PYSPARK_SUBMIT_ARGS"]
+    assert [e["name"] for e in env].index("POD_IP") < [e["name"] for e in env].index("PYSPARK_SUBMIT_ARGS")
+    assert resolve_master(values, 2) == ("spark://spark-master.lpr:7077", "MASTER")
