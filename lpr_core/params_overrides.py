@@ -18,7 +18,7 @@ reported. :func:`apply_overrides` is what ``lpr params apply`` runs::
     lpr params apply --preset rice_paper                       # presets/rice_paper.yaml
     lpr params apply --set train_encoder.train.lr=0.003 --set train_encoder.train.max_steps=800
     lpr params apply --json '{"train_encoder.train.lr": 0.003}'
-    dvc exp run $(lpr params apply --preset rice_paper --dvc-args)   # print `-S` arguments only
+    eval "dvc exp run $(lpr params apply --preset rice_paper --dvc-args)"   # `-S` arguments only
 """
 
 from __future__ import annotations
@@ -467,9 +467,26 @@ def dvc_set_args(changes: Iterable[Change]) -> list[str]:
     args: list[str] = []
     for c in changes:
         value = _plain(c.new)
-        text = _float_text(value) if isinstance(value, float) else json.dumps(value)
+        if isinstance(value, float):
+            text = _float_text(value)
+        elif isinstance(value, str) and _reads_back_plain(value):
+            text = value  # unquoted: `dvc exp run $(...)` passes quotes through literally
+        else:
+            text = json.dumps(value)
         args += ["-S", f"{c.key}={text}"]
     return args
+
+
+def _reads_back_plain(value: str) -> bool:
+    """Whether YAML reads the bare word ``value`` back as the same string (no quoting needed)."""
+    import yaml
+
+    if not value or any(c.isspace() for c in value):
+        return False
+    try:
+        return yaml.safe_load(value) == value
+    except yaml.YAMLError:
+        return False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
