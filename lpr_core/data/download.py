@@ -458,7 +458,7 @@ def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, par
 
 
 def fetch(url: str, timeout: float, disallowed: tuple[str, ...] = (),
-          policy: FetchPolicy = FetchPolicy()) -> tuple[bytes | None, str | None]:  # noqa: B008 - frozen
+          policy: FetchPolicy = FetchPolicy()) -> tuple[bytes | None, str | None]:
     """GET one URL like img2dataset does (same User-Agent and X-Robots-Tag rule), through the guard.
 
     Args:

@@ -192,7 +192,10 @@ class _Tricky(BaseHTTPRequestHandler):
 
         data = source_path(self.server.world, item_id).read_bytes()
         try:
-            if mode == "redirect-meta":
+            if mode == "ok":
+                self._head(200, len(data))
+                self.wfile.write(data)
+            elif mode == "redirect-meta":
                 self._head(302, 0, {"Location": METADATA})
             elif mode == "redirect-lo2":
                 self._head(302, 0, {"Location": f"{self.server.second_prefix}{name}"})
@@ -255,6 +258,59 @@ def tricky(world, second_server):
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: ``(ca, cert, key)`` PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lpr test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tls(world, second_server, tmp_path_factory):
+    """The misbehaving server over HTTPS (its CA in ``.ca``)."""
+    import ssl
+
+    ca, cert, key = _certificates(tmp_path_factory.mktemp("tls"))
+    srv = _TrickyServer(("127.0.0.1", 0), _Tricky)
+    srv.world, srv.second_prefix = world, second_server.url_prefix
+    srv.counts, srv.lock = Counter(), threading.Lock()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    srv.base, srv.ca = f"https://127.0.0.1:{srv.server_address[1]}", ca
     yield srv
     srv.shutdown()
     srv.server_close()
@@ -379,6 +435,31 @@ def test_a_stall_past_the_socket_timeout_is_an_ordinary_timeout(world, tricky):
     item = image_ids(world)[4]
     data, err = fetch(tricky_url(tricky, "stall", item), 0.5, policy=FetchPolicy(True, CAP, 10.0))
     assert data is None and err.startswith("timeout: ")
+
+
+def test_https_goes_through_the_same_guard(world, tls, monkeypatch):
+    from lpr_core.synth import source_path
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca))  # the test CA, read when a TLS context is made
+    item = image_ids(world)[6]
+    source = source_path(world, item).read_bytes()
+    url = tricky_url(tls, "ok", item)
+    assert fetch(url, 2.0, policy=FetchPolicy())[1].startswith("refused_private_address: 127.0.0.1 (loopback)")
+    assert requests_to(tls, url) == 0  # refused before the handshake
+    assert fetch(url, 2.0, policy=FetchPolicy(True, CAP, 10.0)) == (source, None)
+    data, err = fetch(tricky_url(tls, "big", item), 2.0, policy=FetchPolicy(True, CAP, 10.0))
+    assert data is None and err.startswith("too_large: Content-Length ")
+    data, err = fetch(tricky_url(tls, "big-stream", item), 2.0, policy=FetchPolicy(True, CAP, 10.0))
+    assert data is None and err.startswith("too_large: the response over the cap")
+    t0 = time.monotonic()
+    data, err = fetch(tricky_url(tls, "drip", item), 1.0, policy=FetchPolicy(True, CAP, 1.0))
+    assert data is None and err.startswith("too_slow: ") and time.monotonic() - t0 < 1.6
+    data, err = fetch(tricky_url(tls, "redirect-meta", item), 2.0, policy=ONLY_FIRST)
+    assert data is None and err.startswith("refused_private_address: 169.254.169.254 (link-local)")
+    # the certificate is still checked: without the test CA the handshake fails
+    monkeypatch.delenv("SSL_CERT_FILE")
+    data, err = fetch(url, 2.0, policy=FetchPolicy(True, CAP, 10.0))
+    assert data is None and "CERTIFICATE_VERIFY_FAILED" in err
 
 
 # ---------------------------------------------------------------------------------- img2dataset
