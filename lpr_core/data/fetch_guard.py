@@ -151,6 +151,7 @@ def _unwrap(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4
     return ip
 
 
+@functools.lru_cache(maxsize=4096)  # a download asks about the same few CDN addresses again and again
 def address_class(address: str) -> str | None:
     """The class of a non-public address, or None for a public (globally routable) one.
 
@@ -231,7 +232,8 @@ class _Limits:
 
     def _timed(self, sock: Any, op: Any) -> Any:
         seconds, bound = self.wait()
-        sock.settimeout(seconds)
+        if sock.gettimeout() != seconds:  # settimeout costs a system call; it rarely changes
+            sock.settimeout(seconds)
         try:
             return op()
         except TimeoutError:

@@ -635,6 +635,6 @@ def test_the_stage_refuses_in_img2dataset_counts_refusals_and_retries_them_once_
             assert row["status"] == "success", (mode, row)
             if mode != "ok":
                 assert row["path"] == f"test_images/retried/{item}.jpg"
-    assert second["summary"]["refused_by_reason"] == {"refused_private_address": refused["refused_private_address"]
-                                                      - sum(m == "lo2" or m == "redirect-lo2"
-                                                            for m in mode_of.values())}
+    still = sum(mode == "redirect-meta" for mode in mode_of.values())
+    assert second["summary"]["refused_by_reason"] == {"refused_private_address": still}
+    assert second["metrics"]["download/test_image_urls/refused"] == still
