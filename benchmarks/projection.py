@@ -125,7 +125,7 @@ class Assumptions:
     min_batch_per_gpu: int = 16
     multi_node_efficiency: float = 0.9
     eval_frames_per_query: int = 10
-    webdataset_samples_per_shard: int = 10_000
+    webdataset_samples_per_shard: int = 1000
     cpu_node_usd_per_hour: float = 0.70
     gpu_node_usd_per_hour: float = 4.00
     storage_usd_per_gb_month: float = 0.023
@@ -298,6 +298,11 @@ def project(units: Mapping[str, float], nodes: int, a: Assumptions = Assumptions
          Phase("upload (dvc push)", stored, "bytes", {"network": net}),
          Phase("per-file DVC work", shards, "files", {"DVC per file": shards / push_files["seconds"]})),
         cpu_usd, note=f"{stored / 1e12:.1f} TB in {shards:,} webdataset shards, from one pod"))
+    out.append(StageProjection(
+        "dvc pull (download output, per pod)", "cpu", 1, False,
+        (Phase("download shards", stored, "bytes", {"network": net, "disk": a.disk_mb_per_s_per_node * 1e6}),
+         Phase("per-file DVC work", shards, "files", {"DVC per file": shards / push_files["seconds"]})),
+        cpu_usd, note="each pod that runs `dvc repro --pull` on a stage depending on data/download"))
 
     parse = Phase("parse training_videoinfo", scale.train_clips, "rows", {"CPU": cores * units["parse_rows_per_s"]})
     rows = scale.check_rows
