@@ -302,7 +302,7 @@ def project(units: Mapping[str, float], nodes: int, a: Assumptions = Assumptions
         "dvc pull (download output, per pod)", "cpu", 1, False,
         (Phase("download shards", stored, "bytes", {"network": net, "disk": a.disk_mb_per_s_per_node * 1e6}),
          Phase("per-file DVC work", shards, "files", {"DVC per file": shards / push_files["seconds"]})),
-        cpu_usd, note="each pod that runs `dvc repro --pull` on a stage depending on data/download"))
+        cpu_usd, note=f"{stored / 1e12:.1f} TB into each pod whose stage depends on data/download"))
 
     parse = Phase("parse training_videoinfo", scale.train_clips, "rows", {"CPU": cores * units["parse_rows_per_s"]})
     rows = scale.check_rows
@@ -310,7 +310,7 @@ def project(units: Mapping[str, float], nodes: int, a: Assumptions = Assumptions
         "validate", "cpu", 1, False,
         (parse, Phase("check tables", rows, "rows", {"CPU": cores * units["validate_rows_per_s"]})),
         cpu_usd, memory_gib=rows * units["validate_rss_bytes_per_row"] / GIB, memory_limit_gib=mem,
-        note=f"{rows:,} check rows; decode_sample: a number (all {scale.images:,} would add a decode phase)"))
+        note=f"{rows:,} check-table rows (manifests, clips, test tables)"))
 
     out.append(StageProjection(
         "prepare", "cpu", 1, False,
@@ -415,6 +415,8 @@ def markdown_table(units: Mapping[str, float], nodes: Sequence[int] = (1, 8, 64)
         bounds = []
         for n in nodes:
             b = runs[n][i].bound
+            if b == "memory":
+                b = f"memory (~{runs[n][i].memory_gib:,.0f} GiB on one node)"
             if b not in bounds:
                 bounds.append(b)
         where = (f"{first.node_kind.upper()} nodes" if first.scales else f"1 {first.node_kind.upper()} pod")

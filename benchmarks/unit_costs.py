@@ -264,8 +264,10 @@ def measure_download(work: Path, sizes: tuple[int, int], figures: Figures) -> li
                 "processes 1, threads 16, image_size 224, ImageServer on loopback",
                 marginal=marginal, source=f"{SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} JPEG, {source_kb:.0f} KB",
                 wall_img_per_s=sizes[1] / runs[1]["wall_s"])
-    figures.add("download_source_kb", source_kb, "KB per fetched JPEG (synthetic 720x1280)", "-", "(input)")
-    figures.add("download_stored_kb", stored_kb, "KB per stored JPEG at 224 px (synthetic content)", "-", "(output)")
+    figures.add("download_source_kb", source_kb, "KB per fetched JPEG (synthetic 720x1280)", "-",
+                "mean size of the JPEGs the server sent")
+    figures.add("download_stored_kb", stored_kb, "KB per stored JPEG at 224 px (synthetic content)", "-",
+                f"mean size of the JPEGs the {sizes[1]}-URL run stored")
     return stored
 
 
@@ -634,6 +636,14 @@ def print_projection(units: dict[str, float], nodes: list[int], gpu_json: Path |
           f"{images * a.stored_kb_per_image / 1e9:,.1f} TB at {a.stored_kb_per_image:g} KB per image")
 
 
+def markdown_unit_costs(record: dict) -> str:
+    """The measured figures of a saved run as a Markdown table: value, unit, cores used, how."""
+    lines = ["| unit cost | value | unit | cores | measured by |", "| --- | --- | --- | --- | --- |"]
+    for key, f in record["figures"].items():
+        lines.append(f"| `{key}` | {f['value']:,.4g} | {f['unit']} | {f['cores']} | {f['command']} |")
+    return "\n".join(lines)
+
+
 def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
 
@@ -655,9 +665,13 @@ def main(argv: list[str] | None = None) -> int:
         kind, *rest = args.child
         return {"download": _child_download, "prepare": _child_prepare}[kind](*rest)
     if args.table:
-        units = json.loads(args.table.read_text())["unit_costs"]
+        record = json.loads(args.table.read_text())
+        m = record["machine"]
+        print(f"{args.table}: {record['mode']} run, {m['cpus']} CPUs, load average {m['load_avg_before'][0]:.1f} "
+              f"before and {m['load_avg_after'][0]:.1f} after\n")
+        print(markdown_unit_costs(record))
         try:
-            print_projection(units, args.nodes, args.gpu_json, args.gpu_train_img_per_s)
+            print_projection(record["unit_costs"], args.nodes, args.gpu_json, args.gpu_train_img_per_s)
         except ValueError as exc:
             raise SystemExit(f"--table {args.table}: {exc} (rerun the benchmark without --only)") from None
         return 0
