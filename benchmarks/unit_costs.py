@@ -28,8 +28,8 @@ still gives usable figures (the wall times are printed too). The parts:
 
 Usage::
 
-    python benchmarks/unit_costs.py --quick      # small sizes, about 2 minutes on an idle 2-core machine
-    python benchmarks/unit_costs.py              # more precise, under 15 minutes
+    python benchmarks/unit_costs.py --quick      # small sizes: about 100 CPU-seconds (~2 min on 2 idle cores)
+    python benchmarks/unit_costs.py              # more precise: about 230 CPU-seconds (13 min on a shared machine)
     python benchmarks/unit_costs.py --table benchmarks/out/unit_costs.json [--gpu-json gpu_check.json]
 
 Writes every figure (value, unit, cores used, command) and the machine's load to ``--json``
@@ -242,7 +242,8 @@ def measure_download(work: Path, sizes: tuple[int, int], figures: Figures) -> li
 
     world = work / "world"
     ids = make_source(world, max(sizes), SOURCE_SIZE)
-    source_kb = sum(p.stat().st_size for p in (world / "pool").iterdir()) / len(list((world / "pool").iterdir())) / 1e3
+    pool = list((world / "pool").iterdir())
+    source_kb = sum(p.stat().st_size for p in pool) / len(pool) / 1e3
     runs = []
     with ImageServer(world, fault_rate=0.0) as server:
         for n in sizes:
@@ -649,8 +650,9 @@ def _fmt(v: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure (or, with ``--table``, reload) the unit costs and print the projection."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes on an idle machine)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (about 100 CPU-seconds)")
     parser.add_argument("--only", help=f"comma-separated parts ({','.join(PARTS)}); default all")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"figures written here (default {DEFAULT_JSON})")
     parser.add_argument("--work", type=Path, help="work directory, kept (default: a temporary one, removed)")
