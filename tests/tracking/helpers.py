@@ -284,3 +284,76 @@ def embed_request(image_path: Path) -> dict:
     import base64
 
     return {"image": base64.b64encode(Path(image_path).read_bytes()).decode("ascii")}
+
+
+# ------------------------------------------------------------------------------------------- PostgreSQL
+
+PG_BIN = Path("/usr/local/bin")
+
+
+def postgres_available() -> bool:
+    """Whether PostgreSQL's server binaries are installed (``initdb``, ``postgres``)."""
+    return (PG_BIN / "initdb").exists() and (PG_BIN / "postgres").exists()
+
+
+@contextlib.contextmanager
+def postgres_server(database: str = "mlflow", timeout_s: float = 120.0) -> Iterator[str]:
+    """A throw-away PostgreSQL server on a free loopback port; yields the URI of ``database``.
+
+    ``initdb`` and ``postgres`` refuse to run as root: as root, the cluster belongs to ``nobody``
+    and the server runs as that user (its directory is made with ``mkdtemp`` and handed over).
+    """
+    import tempfile
+
+    import psycopg2
+
+    root = Path(tempfile.mkdtemp(prefix="lpr-pg-"))
+    as_user: dict = {}
+    if os.geteuid() == 0:
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+    env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "LANG": "C", "HOME": str(root)}
+    data, log, port = root / "data", root / "postgres.log", free_port()
+    subprocess.run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "lpr", "-A", "trust", "-E", "UTF8",
+                    "--locale=C", "--no-sync"], check=True, capture_output=True, cwd=root, env=env, **as_user)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+                                 "-k", str(root), "-c", "fsync=off", "-c", "max_connections=200"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True,
+                                **as_user)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                conn = psycopg2.connect(host="127.0.0.1", port=port, user="lpr", dbname="postgres")
+                break
+            except psycopg2.OperationalError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"PostgreSQL did not start; log {log}:\n{_tail(log)}") from None
+                time.sleep(0.3)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {database}")
+        conn.close()
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the lock has psycopg2
+        yield f"postgresql+psycopg2://lpr@127.0.0.1:{port}/{database}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)  # fast shutdown: open sessions are cut
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stop_group(proc, grace_s=1)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def hold_database_lock(uri: str, name: str, ready: str) -> None:
+    """Worker: hold the database lock of ``name`` (``uri`` a database) until killed."""
+    from lpr_core.tracking.lock import database_lock
+
+    with database_lock(uri, name, wait_s=60) as what:
+        Path(ready).write_text(str(what))
+        time.sleep(3600)
