@@ -24,6 +24,7 @@ import psutil
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
 
 _active: list[subprocess.Popen] = []
+_known: dict[int, list[psutil.Process]] = {}
 _previous: dict[int, Any] = {}
 _state = {"stopping": False}
 _guard = threading.Lock()
@@ -34,8 +35,18 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
+def _family(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
 def _handler(signum: int, frame: Any) -> None:
     for proc in list(_active):
+        # remember the family before the signal lands: once the child is gone, descendants that
+        # left its group can no longer be found through it
+        _known.setdefault(proc.pid, []).extend(_family(proc.pid))
         _signal_group(proc.pid, signum)
     if _state["stopping"]:
         return  # a second signal while cleaning up: forwarded, but the clean-up goes on
@@ -72,10 +83,7 @@ def _uninstall() -> None:
 
 def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """Stop ``proc``'s process group and every descendant: SIGTERM, ``grace_s``, then SIGKILL."""
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        family = []
+    family = list({p.pid: p for p in [*_known.pop(proc.pid, []), *_family(proc.pid)]}.values())
     _signal_group(proc.pid, signal.SIGTERM)
     for p in family:
         with contextlib.suppress(psutil.Error):
