@@ -22,8 +22,8 @@ every client of the tracking server sees it, whatever the backend store:
 - **The database, when the tracking URI is one.** A client that talks to the backend store
   directly also takes the lock the database offers: a PostgreSQL session-level advisory lock
   (released by the server when the client dies) or, for sqlite (a single machine by nature), a
-  file lock beside the database. It is taken before the registry ticket, in the same order by
-  every client, so the two never deadlock.
+  file lock named after the database file. It is taken before the registry ticket, in the same
+  order by every client, so the two never deadlock.
 
 The lock's model shows in the registry UI; its live versions are the current holder and queue.
 """
@@ -35,6 +35,7 @@ import hashlib
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -195,6 +196,7 @@ class RegistryLock:
                 if self.ticket not in tickets or self._lost.is_set():
                     # our own ticket was broken while we waited (this process stalled): queue again
                     log.warning("%s: ticket %s was broken while waiting; taking a new one", self.name, self.ticket)
+                    self._delete(self.ticket)
                     self._lost.clear()
                     self.ticket = self._take_ticket()
                     continue
@@ -290,15 +292,18 @@ def database_lock(tracking_uri: str, model_name: str, wait_s: float) -> Iterator
     """The lock the backend database offers when the tracking URI is one; yields what was taken.
 
     PostgreSQL: a session-level advisory lock on a connection held for the duration (the server
-    releases it if this process dies). sqlite: a file lock beside the database file (sqlite is on
-    one machine). Any other URI (an ``http://`` tracking server): nothing.
+    releases it if this process dies). sqlite: a file lock in the temporary directory, named after
+    the database file (sqlite is on one machine). Any other URI (an ``http://`` tracking server): nothing.
     """
     kind = database_kind(tracking_uri)
     if kind == "sqlite":
         from filelock import FileLock, Timeout
 
-        path = tracking_uri.split(":///", 1)[1] if ":///" in tracking_uri else ""
-        lock_file = f"{os.path.splitext(path)[0] if path else 'mlflow'}.promote.lock"
+        # keyed by the database file, in the temporary directory: sqlite lives on one machine, and
+        # the project's checkout stays clean
+        path = os.path.realpath(tracking_uri.split(":///", 1)[1]) if ":///" in tracking_uri else tracking_uri
+        digest = hashlib.sha256(f"{path}\0{model_name}".encode()).hexdigest()[:16]
+        lock_file = os.path.join(tempfile.gettempdir(), f"lpr-promote-{digest}.lock")
         try:
             with FileLock(lock_file, timeout=wait_s):
                 yield f"file lock {lock_file}"
