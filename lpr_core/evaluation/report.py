@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lpr_core.evaluation.outputs import write_text_atomic
 from lpr_core.evaluation.ranking import QueryResults
 from lpr_core.evaluation.slices import SliceMetrics
+from lpr_core.io import atomic_write_text
 
 __all__ = ["RetrievalExample", "select_examples", "make_examples", "render_report", "write_report"]
 
@@ -372,4 +372,4 @@ def render_report(
 
 def write_report(path: PathLike, report_html: str) -> Path:
     """Write the report atomically."""
-    return write_text_atomic(path, report_html)
+    return atomic_write_text(path, report_html)

@@ -207,8 +207,8 @@ def test_report_shows_the_examples_and_the_worst_queries(evaluated):
 
 
 def test_candidate_describes_the_evaluated_model(evaluated, inputs):
-    from lpr_core.stages.evaluate import evaluation_data_version
-    from lpr_core.stages.index_gallery import file_sha256
+    from lpr_core.evaluation.candidate import evaluation_data_version
+    from lpr_core.inputs import file_sha256
 
     candidate = json.loads((evaluated / "evaluate" / "candidate.json").read_text())
     metrics = json.loads((evaluated / "metrics.json").read_text())
@@ -305,8 +305,9 @@ def _uuid(rng: np.random.Generator) -> str:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_faiss_search_and_exact_scoring_agree_with_a_brute_force_oracle(seed):
     from lpr_core.evaluation import Gallery
+    from lpr_core.evaluation.params import BootstrapParams
+    from lpr_core.evaluation.scoring import evaluate_embeddings
     from lpr_core.index import IndexSpec, build_gallery_indexes
-    from lpr_core.stages.evaluate import BootstrapParams, evaluate_embeddings
 
     rng = np.random.default_rng(seed)
     lives = [_uuid(rng) for _ in range(3)]
@@ -346,8 +347,10 @@ def test_slice_metric_names_are_safe_and_distinct():
     import posixpath
 
     from lpr_core.evaluation import Gallery
+    from lpr_core.evaluation.outputs import metrics_dict
+    from lpr_core.evaluation.params import BootstrapParams
+    from lpr_core.evaluation.scoring import evaluate_embeddings
     from lpr_core.index import IndexSpec, build_gallery_indexes
-    from lpr_core.stages.evaluate import BootstrapParams, evaluate_embeddings, metrics_dict
 
     rng = np.random.default_rng(0)
     live, images = _uuid(rng), [_uuid(rng) for _ in range(4)]
@@ -376,7 +379,7 @@ def test_slice_metric_names_are_safe_and_distinct():
 
 
 def test_data_version_follows_content_not_download_layout(inputs, tmp_path):
-    from lpr_core.stages.evaluate import evaluation_data_version
+    from lpr_core.evaluation.candidate import evaluation_data_version
 
     base = evaluation_data_version(inputs.prepared, inputs.download)
     assert evaluation_data_version(inputs.prepared, inputs.download) == base
@@ -404,8 +407,8 @@ def test_data_version_follows_content_not_download_layout(inputs, tmp_path):
 
 
 def test_validation_summary_reading(tmp_path):
-    from lpr_core.stages.evaluate import read_validation_passed
-    from lpr_core.stages.index_gallery import StageInputError
+    from lpr_core.evaluation.candidate import read_validation_passed
+    from lpr_core.inputs import StageInputError
 
     path = tmp_path / "validation_summary.json"
     assert read_validation_passed(path) is False  # missing
@@ -421,8 +424,8 @@ def test_validation_summary_reading(tmp_path):
 def test_crops_follow_the_encoder_training_record(tmp_path):
     import torch
 
+    from lpr_core.evaluation.crops import resolve_crops, trained_crop_settings
     from lpr_core.models.encoder import EncoderConfig, build_encoder, save_encoder
-    from lpr_core.stages.evaluate import resolve_crops, trained_crop_settings
 
     torch.manual_seed(0)
     model = build_encoder(EncoderConfig(**TINY_ENCODER))
