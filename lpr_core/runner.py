@@ -22,6 +22,7 @@ Example (a whole stage)::
 
     def add_arguments(parser):
         parser.add_argument("--out", required=True, type=Path)
+        parser.add_argument("--metrics", required=True, type=Path)
 
     def body(ctx):
         result = library_function(ctx.args.out, ctx.params)
@@ -163,7 +164,7 @@ class _StderrHandler(logging.Handler):
         try:
             sys.stderr.write(self.format(record) + "\n")
             sys.stderr.flush()
-        except Exception:  # noqa: BLE001 - logging must never raise
+        except Exception:  # logging must never raise
             self.handleError(record)
 
 
