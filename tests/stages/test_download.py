@@ -542,12 +542,11 @@ def _spark_application_schema() -> dict:
 
 
 def test_documented_spark_application_is_valid_and_runs_the_stage():
-    import argparse
-
     import jsonschema
     import pyspark
 
-    from lpr_core.stages.download import add_arguments
+    from lpr_core.runner import parse_args
+    from lpr_core.stages.download import STAGE, add_arguments
 
     app = _spark_application()
     schema = _spark_application_schema()
@@ -559,9 +558,7 @@ def test_documented_spark_application_is_valid_and_runs_the_stage():
     main_file = spec["mainApplicationFile"].removeprefix("local://")
     assert (REPO / Path(main_file).relative_to("/opt/lpr")).is_file()
     assert main_file.endswith("lpr_core/stages/download.py")
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(spec["arguments"])
+    args = parse_args(STAGE, None, add_arguments, spec["arguments"])  # the stage's own command line
     # the output folder is on the volume that the driver and every executor mount at the same path
     mounts = {m["mountPath"]: m["name"] for m in spec["driver"]["volumeMounts"]}
     executor_mounts = {m["mountPath"]: m["name"] for m in spec["executor"]["volumeMounts"]}
