@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
 from lpr_core.formats.fastjson import frame_boxes_batch
 from lpr_core.formats.lines import (
     BOM,
@@ -72,6 +73,7 @@ from lpr_core.ids import (
 
 __all__ = [
     "FormatError",
+    "DiscoveryError",
     "Reject",
     "ReadReport",
     "ReadResult",
@@ -135,19 +137,6 @@ def expand_paths(paths: PathsLike) -> list[Path]:
             continue
         raise FileNotFoundError(f"no such file: {item}")
     return out
-
-
-def find_lpr4m_files(directory: str | Path) -> dict[str, list[Path]]:
-    """The LPR4M files in ``directory`` (not recursive), by kind; kinds with no file are left out."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise NotADirectoryError(f"not a directory: {directory}")
-    found: dict[str, list[Path]] = {}
-    for kind, pattern in FILE_PATTERNS.items():
-        files = sorted(p for p in directory.glob(pattern) if p.is_file())
-        if files:
-            found[kind] = files
-    return found
 
 
 # ------------------------------------------------------------------------------------ URL lists

@@ -619,21 +619,24 @@ def set_url_prefix(world_dir: str | Path, prefix: str) -> int:
     Used when the image server got a free port after the world was generated.
 
     Args:
-        world_dir: a directory holding the four LPR4M URL files.
+        world_dir: a directory holding the four LPR4M URL files (anywhere below it).
         prefix: the new prefix, ending with ``/`` (e.g. ``http://127.0.0.1:43121/lpr/``).
 
     Returns:
         The number of URLs rewritten.
 
     Raises:
-        ValueError: on a malformed prefix, a missing URL file or a malformed URL (naming the file
-            and line).
+        ValueError: on a malformed prefix, a missing URL file, two candidates for one, or a
+            malformed URL (naming the file and line).
     """
+    from lpr_core.formats.discovery import find_lpr4m_files
+
     _check_prefix(prefix)
     world_dir = Path(world_dir)
+    found = find_lpr4m_files(world_dir)
     total = 0
     for kind in URL_LISTS:
-        paths = sorted(world_dir.glob(FILE_PATTERNS[kind]))
+        paths = found.get(kind)
         if not paths:
             raise ValueError(f"{world_dir}: no {FILE_PATTERNS[kind]} file")
         parse = ids.parse_frame_url if kind.endswith("frame_urls") else ids.parse_image_url
