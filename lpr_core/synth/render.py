@@ -56,7 +56,7 @@ SCALE_REQUEST: dict[int, tuple[float, float]] = {0: (0.025, 0.045), 1: (0.075, 0
 
 #: Canvas of a scene's background, per style (both 4:3: portrait frames are narrow crops of it).
 _BG_SIZES = {"studio": (480, 360), "shopfloor": (720, 540)}
-#: Share of a clip after which a product held at the edge starts drifting there (``ClipPlan.edge_out``).
+#: Share of the frames showing a product held at the edge after which it drifts there (``ClipPlan.edge_out``).
 _EDGE_FROM = 0.6
 SCENE_STYLES = tuple(_BG_SIZES)
 
@@ -127,7 +127,7 @@ class FrameRender:
     """A rendered frame: JPEG bytes and the target's exact box (None when not visible).
 
     ``box`` is the visible part, inside the frame; ``extent`` the product's whole silhouette in
-    frame coordinates, past the frame edge when the product is held there (equal to ``box``
+    frame coordinates, past the frame edge where the frame cuts the product (equal to ``box``
     otherwise; None when not visible).
     """
 
