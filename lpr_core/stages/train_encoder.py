@@ -90,7 +90,8 @@ class EncoderStage:
         from lpr_core.config import to_mapping
         from lpr_core.data.datasets import frame_boxes_lookup, videoinfo_frame_boxes
         from lpr_core.models.encoder import save_encoder
-        from lpr_core.training.stage_common import StageOutcome, clip_ground_truth, params_sha256, score_clips
+        from lpr_core.training.resume import params_sha256
+        from lpr_core.training.stage_common import StageOutcome, clip_ground_truth, score_clips
 
         params, section = self.params, to_mapping(self.params)
         metrics: dict[str, float] = {}
