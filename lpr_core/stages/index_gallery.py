@@ -95,10 +95,10 @@ class EmbedParams:
             reads a bare ``off`` as false, ``on`` as true: both are understood).
     """
 
-    batch_size: int = 64
-    num_workers: int = 1
-    prefetch_factor: int = 4
-    device: str = "auto"
+    batch_size: int = field(default=64, metadata={"runtime": True})
+    num_workers: int = field(default=1, metadata={"runtime": True})
+    prefetch_factor: int = field(default=4, metadata={"runtime": True})
+    device: str = field(default="auto", metadata={"runtime": True})
     amp: str | bool = "auto"
 
     def __post_init__(self) -> None:

@@ -71,7 +71,7 @@ class ValidateParams:
     min_decoded_fraction: float = 1.0
     min_boxes_inside_fraction: float = 1.0
     decode_sample: int | str = "all"
-    workers: int = 2
+    workers: int = field(default=2, metadata={"runtime": True})
     seed: int = 0
     required: tuple[str, ...] = field(default=ALL_SOURCES)
 
