@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lpr_core.training.resume import params_sha256, prepare_run_dir
+from lpr_core.training.resume import params_sha256, prepare_run
 
 if TYPE_CHECKING:
     import numpy as np
@@ -247,6 +247,9 @@ class TrainingStage(Protocol):
     def load(self) -> None:
         """Read and check the inputs (before the output directory is touched)."""
 
+    def inputs(self) -> dict[str, Path]:
+        """The files :meth:`load` read, by name: their sha256 keys the run's resumable state."""
+
     def build(self) -> TrainTask:
         """The task to train (called on every rank after seeding)."""
 
@@ -257,12 +260,13 @@ class TrainingStage(Protocol):
 def run_training_stage(stage: TrainingStage, args: Any, params: Any) -> int:
     """The flow every training stage shares, on every rank of a ``torchrun`` job or alone:
 
-    join the process group, set threads, load the inputs, apply the resume rule to ``args.out``,
-    seed, build the task, train it with :func:`lpr_core.training.engine.fit` inside the stage's
-    MLflow run (rank 0; per-step metrics through :func:`mlflow_step_logger`), then on rank 0
-    only: leave the group, ``stage.finish`` (evaluation, model file), write
-    ``<out>/train_summary.json``, the DVC plots (``args.plots``) and metrics (``args.metrics``)
-    and log them to the run.
+    join the process group, set threads, load the inputs, find the run's state folder and apply
+    the resume rule (:func:`lpr_core.training.resume.prepare_run`), seed, build the task, train it
+    with :func:`lpr_core.training.engine.fit` inside the stage's MLflow run (rank 0; per-step
+    metrics through :func:`mlflow_step_logger`), then on rank 0 only: leave the group,
+    ``stage.finish`` (evaluation, model file), write ``<out>/train_summary.json``, the DVC plots
+    (``args.plots``) and metrics (``args.metrics``) and log them to the run; last, remove the
+    run's state folder (its checkpoint is spent).
 
     Args:
         stage: the model-specific part.
@@ -287,7 +291,8 @@ def run_training_stage(stage: TrainingStage, args: Any, params: Any) -> int:
         device = resolve_device(params.train.device, env)
         threads = configure_threads(device, env)
         stage.load()
-        decision = prepare_run_dir(out, section, stage.name, env, args.resume)
+        run = prepare_run(stage.name, params, stage.inputs(), env, args.resume)
+        decision = run.decision
         if env.is_main:
             print(f"{stage.name}: {decision.note}")
         seed_everything(params.train.seed)  # the same initial weights on every rank
@@ -296,14 +301,15 @@ def run_training_stage(stage: TrainingStage, args: Any, params: Any) -> int:
         with stage_tracking(stage.name, section, env, tags) as tracker:
             start = time.perf_counter()
             result = engine.fit(
-                task, params.train, out, logger=mlflow_step_logger(tracker), resume=decision.resume, env=env
+                task, params.train, run.dir, logger=mlflow_step_logger(tracker), resume=decision.resume, env=env,
+                checkpoints=run.checkpoints,
             )
             train_seconds = time.perf_counter() - start
             if tracker is None:
                 return 0
             cleanup_distributed()  # the other ranks are done: evaluation and outputs are rank 0's
             outcome = stage.finish(task, result, device)
-            final = result.metrics or last_plot_values(out / "plots")
+            final = result.metrics or last_plot_values(run.dir / "plots")
             metrics = dict(outcome.metrics)
             metrics.update({f"{stage.prefix}/{k.replace('/', '_')}": v for k, v in final.items() if k.startswith("train/")})
             metrics[f"{stage.prefix}/steps"] = result.step
@@ -318,19 +324,21 @@ def run_training_stage(stage: TrainingStage, args: Any, params: Any) -> int:
                 "steps": result.step,
                 "resumed_from": result.resumed_from,
                 "resume_note": decision.note,
+                "state": run.state.url,
                 "train_seconds": round(train_seconds, 3),
                 "train_metrics": final,
                 "metrics": metrics,
                 **outcome.summary,
             }
             write_json_atomic(out / "train_summary.json", summary)
-            publish_plots(out / "plots", args.plots)
+            publish_plots(run.dir / "plots", args.plots)
             write_json_atomic(args.metrics, metrics)
             tracker.log_metrics(metrics)
             tracker.set_tags({"lpr.resumed_from": result.resumed_from, "lpr.resume_note": decision.note})
             tracker.log_artifact(out / "train_summary.json")
             tracker.log_artifact(args.metrics)
             tracker.log_artifact(args.plots, artifact_path="plots")
+            run.finish()
     finally:
         cleanup_distributed()
     done = f"{stage.name}: finished at step {result.step}"
