@@ -11,9 +11,14 @@ img2dataset (``keep_ratio``, incremental), retries failed URLs one by one and wr
   status, error and sha256 (``FRAME_MANIFEST_SCHEMA`` / ``IMAGE_MANIFEST_SCHEMA``);
 - ``<out>/download_summary.json``: per list total / success / recovered / failed by reason.
 
-Rerunning after an interruption resumes: complete shards are not downloaded again. Exit status 0
-when every list was processed (failed URLs are recorded, the ``validate`` stage gates on them),
-1 on unusable input or configuration.
+Restart: img2dataset works in the stage's state folder (:mod:`lpr_core.data.download_state`),
+``<LPR_STATE_URL or .lpr/state>/download/<key>/``, keyed by the URL lists' sha256 and the
+result-bearing params, and ``--out`` is published from it in one step when the run ends. A rerun
+after an interruption (``dvc repro``, which deletes ``--out`` first, or a retried pod sharing an
+object-store ``LPR_STATE_URL``) resumes: complete shards are not downloaded again.
+
+Exit status 0 when every list was processed (failed URLs are recorded, the ``validate`` stage gates
+on them), 1 on unusable input or configuration.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ __all__ = ["add_arguments", "run", "main"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The stage's command-line options."""
     parser.add_argument("--urls", required=True, type=Path, help="directory holding the LPR4M URL files")
-    parser.add_argument("--out", required=True, type=Path, help="output directory (created, resumed if present)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (replaced whole when the run ends)")
     parser.add_argument("--params", default=Path("params.yaml"), type=Path,
                         help="parameter file (its download section; default params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -54,7 +59,8 @@ def summary_metrics(summary: dict) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     """Run the stage; returns the exit status."""
     from lpr_core.config import ConfigError, load_section, to_mapping
-    from lpr_core.data.download import DownloadError, DownloadParams, download_all, format_summary
+    from lpr_core.data.download import DownloadError, DownloadParams, format_summary
+    from lpr_core.data.download_state import download_resumable
     from lpr_core.data.manifest import ManifestError
     from lpr_core.formats.report import FormatError
     from lpr_core.formats.writers import atomic_write_text
@@ -68,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         with stage_run("download", {"download": to_mapping(params)}) as tracker:
-            summary = download_all(args.urls, args.out, params, progress=not args.no_progress)
+            summary = download_resumable(args.urls, args.out, params, progress=not args.no_progress)
             metrics = summary_metrics(summary)
             tracker.log_metrics(metrics)
             tracker.log_artifact(args.out / "download_summary.json")
