@@ -57,6 +57,7 @@ __all__ = [
     "is_remote",
     "file_sha256",
     "fingerprint",
+    "local_files",
     "state_key",
     "StageState",
     "open_state",
@@ -136,6 +137,13 @@ def fingerprint(inputs: Mapping[str, str | Path] | Iterable[str | Path]) -> dict
         else:
             raise FileNotFoundError(f"input {path} not found")
     return dict(sorted(out.items()))
+
+
+def local_files(candidates: Mapping[str, str | os.PathLike | None]) -> dict[str, Path]:
+    """The candidates that name an existing local file (e.g. a ``weights:`` setting that may also be
+    ``none`` or the tag of a cache): their content is an input, not only their name."""
+    return {name: Path(value) for name, value in candidates.items()
+            if value and str(value) != "none" and Path(value).is_file()}
 
 
 def state_key(identity: Mapping[str, Any]) -> str:

@@ -9,13 +9,7 @@ from pathlib import Path
 import pytest
 
 from lpr_core import state as st
-from tests.pipeline.objectstore import apply_env, new_bucket, stop_server
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _server_stops():
-    yield
-    stop_server()
+from tests.pipeline.objectstore import apply_env, new_bucket
 
 
 def test_the_root_comes_from_the_argument_then_lpr_state_url_then_the_project(tmp_path, monkeypatch):
@@ -50,6 +44,12 @@ def test_fingerprint_hashes_file_bytes_by_name(tmp_path):
     (tmp_path / "other" / "m.parquet").write_bytes(b"x")
     with pytest.raises(ValueError, match="same file name"):
         st.fingerprint([tmp_path / "m.parquet", tmp_path / "other" / "m.parquet"])
+
+
+def test_local_files_keeps_the_settings_that_name_a_file(tmp_path):
+    (tmp_path / "clip.pt").write_bytes(b"weights")
+    found = st.local_files({"weights": str(tmp_path / "clip.pt"), "backbone": "none", "tag": "openai", "none": None})
+    assert found == {"weights": tmp_path / "clip.pt"}
 
 
 def test_the_key_is_the_identity_and_nothing_else():

@@ -85,8 +85,13 @@ class DetectorStage:
         self.test = DetectionDataset(test_boxes, test_frames, transform=build_detection_transform(train=False))
 
     def inputs(self) -> dict[str, Path]:
-        """What training reads (the test frames are evaluated after it, as they are then)."""
-        return {"train_clips": Path(self.args.prepared) / "train_clips.parquet", "train_frames": Path(self.frames.source)}
+        """What training reads (the test frames are evaluated after it, as they are then), starting
+        weights included."""
+        from lpr_core.state import local_files
+
+        model = self.params.model
+        return {"train_clips": Path(self.args.prepared) / "train_clips.parquet", "train_frames": Path(self.frames.source),
+                **local_files({"weights": model.weights, "weights_backbone": model.weights_backbone})}
 
     def build(self):
         """The detector task on the annotated training frames (and the held-out frames)."""

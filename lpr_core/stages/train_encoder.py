@@ -81,9 +81,12 @@ class EncoderStage:
         self.images = ManifestImages.from_download(self.args.download, "train", "images")
 
     def inputs(self) -> dict[str, Path]:
-        """What training reads (validation runs after it, on the current tables)."""
+        """What training reads (validation runs after it, on the current tables), starting weights included."""
+        from lpr_core.state import local_files
+
         return {"train_clips": Path(self.args.prepared) / "train_clips.parquet",
-                "train_frames": Path(self.frames.source), "train_images": Path(self.images.source)}
+                "train_frames": Path(self.frames.source), "train_images": Path(self.images.source),
+                **local_files({"weights": self.params.model.weights})}
 
     def build(self):
         """The encoder task on the training pairs."""

@@ -9,7 +9,8 @@ workspace. ``key`` hashes the run's :class:`RunIdentity`:
 - the stage's name;
 - its inputs: the SHA-256 of the files it reads (the prepared Parquet tables and the download
   manifests, whose rows carry each image's sha256: a changed annotation row changes a prepared
-  table, a re-downloaded image changes a manifest), never the images;
+  table, a re-downloaded image changes a manifest; the starting weights when ``weights:`` names a
+  local file), never the images;
 - its result-bearing params (:func:`lpr_core.runtime_params.result_bearing`): the section without
   ``num_workers``, ``prefetch_factor``, ``persistent_workers``, ``progress``, ``device``,
   ``compile``, ``channels_last``, ``checkpoint_every``;

@@ -1,13 +1,14 @@
 """A real S3 API on loopback (moto's server mode) for the tests of state in an object store.
 
-One server per test session (:func:`s3_server`, a free port): fsspec's ``s3://`` filesystems are
-cached per process by their options, not by the endpoint, so every test of a session talks to the
-same server, each in a bucket of its own (:func:`new_bucket`). The credentials are moto's
+One server per test process (:func:`s3_server`, a free port, stopped when the process exits):
+fsspec's ``s3://`` filesystems are cached per process by their options, not by the endpoint, so
+every test of a session talks to the same server, each in a bucket of its own (:func:`new_bucket`). The credentials are moto's
 placeholders, passed as a pod gets them: in the environment (:func:`s3_env`).
 """
 
 from __future__ import annotations
 
+import atexit
 import uuid
 from collections.abc import Mapping
 
@@ -23,15 +24,8 @@ def s3_server() -> str:
         server.start()
         host, port = server.get_host_and_port()
         _SERVER.update(server=server, endpoint=f"http://{host}:{port}")
+        atexit.register(server.stop)
     return str(_SERVER["endpoint"])
-
-
-def stop_server() -> None:
-    """Stop the session's server (if started)."""
-    server = _SERVER.pop("server", None)
-    _SERVER.pop("endpoint", None)
-    if server is not None:
-        server.stop()  # type: ignore[attr-defined]
 
 
 def s3_env() -> dict[str, str]:
