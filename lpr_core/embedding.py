@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,10 @@ class EmbedParams:
             reads a bare ``off`` as false, ``on`` as true: both are understood).
     """
 
-    batch_size: int = 64
-    num_workers: int = 1
-    prefetch_factor: int = 4
-    device: str = "auto"
+    batch_size: int = field(default=64, metadata={"runtime": True})
+    num_workers: int = field(default=1, metadata={"runtime": True})
+    prefetch_factor: int = field(default=4, metadata={"runtime": True})
+    device: str = field(default="auto", metadata={"runtime": True})
     amp: str | bool = "auto"
 
     def __post_init__(self) -> None:

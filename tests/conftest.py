@@ -8,10 +8,13 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_tracking(tmp_path_factory):
     """Every MLflow run of the test session (in-process or in a stage subprocess) goes to a
-    temporary sqlite store, never to the project's ``mlflow.db``."""
+    temporary sqlite store, never to the project's ``mlflow.db``; the stages' resumable state
+    (``LPR_STATE_URL``, :mod:`lpr_core.state`) to a temporary folder, never to ``.lpr/state``."""
     store = tmp_path_factory.mktemp("mlflow")
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "GX_ANALYTICS_ENABLED", "NO_ALBUMENTATIONS_UPDATE")}
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "GX_ANALYTICS_ENABLED", "NO_ALBUMENTATIONS_UPDATE",
+                                            "LPR_STATE_URL")}
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+    os.environ["LPR_STATE_URL"] = str(tmp_path_factory.mktemp("lpr-state"))
     os.environ["GX_ANALYTICS_ENABLED"] = "false"
     os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
     yield

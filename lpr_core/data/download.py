@@ -189,12 +189,12 @@ class DownloadParams:
     resize_mode: Literal["keep_ratio"] = "keep_ratio"
     resize_only_if_bigger: bool = True
     output_format: Literal["files", "webdataset"] = "files"
-    processes: int = 2
-    thread_count: int = 16
+    processes: int = field(default=2, metadata={"runtime": True})
+    thread_count: int = field(default=16, metadata={"runtime": True})
     timeout: float = 10.0
     retries: int = 0
     number_sample_per_shard: int = 1000
-    distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
+    distributor: Literal["multiprocessing", "pyspark", "ray"] = field(default="multiprocessing", metadata={"runtime": True})
     encode_quality: int = 95
     disallowed_header_directives: tuple[str, ...] = ()
     allow_private_networks: bool | tuple[str, ...] = False

@@ -91,7 +91,7 @@ class EvaluateParams:
     box_padding: float | None = None
     detector_score_threshold: float | None = None
     detector_batch_size: int = 16
-    index_device: str = "auto"
+    index_device: str = field(default="auto", metadata={"runtime": True})
     slices: tuple[str, ...] = SLICE_COLUMNS
     slice_by_livestream: bool = True
     bootstrap: BootstrapParams = field(default_factory=BootstrapParams)

@@ -104,8 +104,8 @@ class IndexSpec:
     hnsw_m: int = 32
     ef_construction: int = 200
     ef_search: int = 128
-    device: str = "auto"
-    batch_size: int = 131072
+    device: str = field(default="auto", metadata={"runtime": True})
+    batch_size: int = field(default=131072, metadata={"runtime": True})
     train_size: int = 262144
     seed: int = 0
 

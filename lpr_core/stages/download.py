@@ -12,9 +12,14 @@ img2dataset (``keep_ratio``, incremental), retries failed URLs one by one and wr
 - ``<out>/download_summary.json``: per list total / success / recovered / failed by reason, and
   the URLs the fetch guard refused (private address, too large, too slow).
 
-Rerunning after an interruption resumes: complete shards are not downloaded again. Exit status 0
-when every list was processed (failed URLs are recorded, the ``validate`` stage gates on them),
-1 on unusable input or configuration.
+Restart: img2dataset works in the stage's state folder (:mod:`lpr_core.data.download_state`),
+``<LPR_STATE_URL or .lpr/state>/download/<key>/``, keyed by the URL lists' sha256 and the
+result-bearing params, and ``--out`` is published from it in one step when the run ends. A rerun
+after an interruption (``dvc repro``, which deletes ``--out`` first, or a retried pod sharing an
+object-store ``LPR_STATE_URL``) resumes: complete shards are not downloaded again.
+
+Exit status 0 when every list was processed (failed URLs are recorded, the ``validate`` stage gates
+on them), 1 on unusable input or configuration.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lpr_core.data.download import DownloadError, DownloadParams, download_all, format_summary
+from lpr_core.data.download import DownloadError, DownloadParams, format_summary
+from lpr_core.data.download_state import download_resumable
 from lpr_core.data.manifest import ManifestError
 from lpr_core.formats.report import FormatError
 from lpr_core.ids import InvalidIdError
@@ -37,7 +43,7 @@ STAGE = "download"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The stage's command-line options."""
     parser.add_argument("--urls", required=True, type=Path, help="directory holding the LPR4M URL files")
-    parser.add_argument("--out", required=True, type=Path, help="output directory (created, resumed if present)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (replaced whole when the run ends)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--metrics", type=Path, default=None,
                         help="also write flat metrics (DVC metrics file) here, outside --out")
@@ -65,7 +71,7 @@ def summary_metrics(summary: dict) -> dict[str, float]:
 
 def _download(ctx: StageContext) -> None:
     args = ctx.args
-    summary = download_all(args.urls, args.out, ctx.params, progress=not args.no_progress, log=ctx.log.info)
+    summary = download_resumable(args.urls, args.out, ctx.params, progress=not args.no_progress, log=ctx.log.info)
     ctx.publish_metrics(args.metrics, summary_metrics(summary))
     ctx.log_artifacts(args.out / "download_summary.json")
     ctx.report(format_summary(summary), f"summary: {args.out / 'download_summary.json'}")

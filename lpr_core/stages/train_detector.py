@@ -16,7 +16,6 @@ Writes:
 - ``<out>/detector.pt``: :func:`lpr_core.models.detector.save_detector`, loadable with
   :func:`~lpr_core.models.detector.load_detector`;
 - ``<out>/train_summary.json``: params, hash, steps, resume note, all metrics, frame counts;
-- ``<out>/checkpoints/`` (resumable checkpoint and params stamp), ``<out>/plots/``;
 - ``--plots``: DVC plots, one ``step<TAB>metric`` TSV per training metric (``train_loss.tsv``,
   ``train_lr.tsv`` and the detector's own losses: ``train_classification.tsv``,
   ``train_bbox_regression.tsv``, ``train_bbox_ctrness.tsv`` for FCOS, ``train_loss_classifier.tsv``,
@@ -29,11 +28,11 @@ Writes:
 Everything is logged to one MLflow run (params section, per-step ``train/*`` metrics, final
 metrics, summary and plots as artifacts).
 
-Restart: as ``train_encoder``: with ``--resume auto`` (default) a rerun on the same ``--out``
-continues the last checkpoint (every ``train.checkpoint_every`` steps) when it was made with the
-same params section and world size, else starts fresh and says why. ``dvc repro`` deletes a
-stage's outputs before running it, so under DVC a resume needs ``persist: true`` on the output;
-rerunning the command directly (or a retry by the orchestrator) resumes as is.
+Restart: as ``train_encoder``: the checkpoint (every ``train.checkpoint_every`` steps) lives in
+the stage's state folder (:mod:`lpr_core.training.resume`), keyed by ``train_clips.parquet``, the
+training frame manifest, the result-bearing params and the world size, so a rerun under
+``dvc repro`` or a retried pod sharing ``LPR_STATE_URL`` continues it with ``--resume auto``
+(default), and anything else starts fresh and says why.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from lpr_core.data.transforms import build_detection_transform
 from lpr_core.inputs import read_table
 from lpr_core.models.detector import evaluate_detector, save_detector
 from lpr_core.runner import parse_args, run_stage
+from lpr_core.state import local_files
 from lpr_core.training.flow import StageOutcome, run_training_stage
 from lpr_core.training.resume import RESUME_MODES
 from lpr_core.training.tasks import TrainDetectorParams, build_detector_task
@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plots", required=True, type=Path, help="DVC plots directory (per-step TSVs)")
     parser.add_argument("--metrics", required=True, type=Path, help="DVC metrics file (JSON)")
     parser.add_argument("--resume", default="auto", choices=RESUME_MODES,
-                        help="auto: continue a checkpoint made with the same params (default); never: start fresh")
+                        help="auto: continue a checkpoint of the same inputs and result-bearing params "
+                             "(default); never: start fresh")
 
 
 def _map_metrics(values: dict[str, float], prefix: str) -> dict[str, float]:
@@ -87,6 +88,13 @@ class DetectorStage:
         self.frames = ManifestImages.from_download(self.args.download, "train", "frames")
         test_frames = ManifestImages.from_download(self.args.download, "test", "frames")
         self.test = DetectionDataset(test_boxes, test_frames, transform=build_detection_transform(train=False))
+
+    def inputs(self) -> dict[str, Path]:
+        """What training reads (the test frames are evaluated after it, as they are then), starting
+        weights included."""
+        model = self.params.model
+        return {"train_clips": Path(self.args.prepared) / "train_clips.parquet", "train_frames": Path(self.frames.source),
+                **local_files({"weights": model.weights, "weights_backbone": model.weights_backbone})}
 
     def build(self):
         """The detector task on the annotated training frames (and the held-out frames)."""

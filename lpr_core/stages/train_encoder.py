@@ -20,8 +20,6 @@ Writes (rank 0 only):
   params hash;
 - ``<out>/train_summary.json``: params, hash, steps, resume note, final training and
   validation metrics, dataset counts, timings;
-- ``<out>/checkpoints/``: the resumable checkpoint and the params stamp; ``<out>/plots/``: the
-  curves as the training loop writes them;
 - ``--plots``: DVC plots, one ``step<TAB>metric`` TSV per training metric (``train_loss.tsv``,
   ``train_lr.tsv``, ...);
 - ``--metrics``: ``encoder/val_rank1``, ``encoder/val_rank5``, ``encoder/val_mAP``,
@@ -30,12 +28,14 @@ Writes (rank 0 only):
 Everything is logged to one MLflow run (the params section, per-step ``train/*`` metrics, the
 final metrics, the summary and plots as artifacts).
 
-Restart: a checkpoint is written every ``train.checkpoint_every`` steps. With ``--resume auto``
-(the default) a rerun on the same ``--out`` continues from it when it was made with the same
-params section and world size (a stamp in ``<out>/checkpoints/``); otherwise it starts fresh and
-says why. Note that ``dvc repro`` deletes a stage's outputs before running it: resuming happens
-when the command is rerun directly (as above, or by the Airflow/Kubernetes retry of the same
-command), or under DVC when the output is marked ``persist: true``.
+Restart: a checkpoint is written every ``train.checkpoint_every`` steps into the stage's state
+folder (:mod:`lpr_core.training.resume`), outside ``--out``: ``<LPR_STATE_URL or .lpr/state>/
+train_encoder/<key>/``, keyed by the training inputs (``train_clips.parquet`` and the training
+manifests), the result-bearing params and the world size. With ``--resume auto`` (the default) a
+rerun, under ``dvc repro`` or as a retried pod sharing ``LPR_STATE_URL``, continues it; a changed
+input or result-bearing param starts fresh and says why; a changed runtime setting
+(``num_workers``, ``device``, ``progress``...) does not. The folder is removed once the outputs are
+written.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from lpr_core.evaluation.retrieval import score_clips
 from lpr_core.inputs import read_table
 from lpr_core.models.encoder import save_encoder
 from lpr_core.runner import parse_args, run_stage
+from lpr_core.state import local_files
 from lpr_core.training.flow import StageOutcome, run_training_stage
 from lpr_core.training.resume import RESUME_MODES, params_sha256
 from lpr_core.training.tasks import TrainEncoderParams, build_encoder_task
@@ -68,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plots", required=True, type=Path, help="DVC plots directory (per-step TSVs)")
     parser.add_argument("--metrics", required=True, type=Path, help="DVC metrics file (JSON)")
     parser.add_argument("--resume", default="auto", choices=RESUME_MODES,
-                        help="auto: continue a checkpoint made with the same params (default); never: start fresh")
+                        help="auto: continue a checkpoint of the same inputs and result-bearing params "
+                             "(default); never: start fresh")
 
 
 class EncoderStage:
@@ -85,6 +87,12 @@ class EncoderStage:
         self.val_clips = read_table(self.args.prepared / "val_clips.parquet")
         self.frames = ManifestImages.from_download(self.args.download, "train", "frames")
         self.images = ManifestImages.from_download(self.args.download, "train", "images")
+
+    def inputs(self) -> dict[str, Path]:
+        """What training reads (validation runs after it, on the current tables), starting weights included."""
+        return {"train_clips": Path(self.args.prepared) / "train_clips.parquet",
+                "train_frames": Path(self.frames.source), "train_images": Path(self.images.source),
+                **local_files({"weights": self.params.model.weights})}
 
     def build(self):
         """The encoder task on the training pairs."""

@@ -1,8 +1,28 @@
-"""Configuration of the training loop (the ``train:`` part of a training stage's section)."""
+"""Configuration of the training loop (the ``train:`` part of a training stage's section).
+
+Runtime settings (``metadata={"runtime": True}``, see :mod:`lpr_core.runtime_params`) change how
+fast and where training runs, not the weights it reaches: ``dvc.yaml`` leaves them out of the
+stage's params and the resume key ignores them. The line is drawn at the arithmetic:
+
+- ``amp`` is result-bearing: bf16 autocast computes with an 8-bit mantissa, a different
+  computation whose trajectory ends at measurably different weights. (``auto`` means bf16 on
+  CUDA and fp32 on CPU, so with ``auto`` the device picks the precision: pin ``bf16`` or ``off``
+  to make the precision part of the key.)
+- ``compile`` and ``channels_last`` are runtime: the same operations in another kernel choice or
+  memory layout, equal up to floating-point reassociation, the same class of difference as the
+  device or the number of threads (also runtime).
+- ``checkpoint_every`` is runtime: a checkpoint changes neither the weights nor the logged curves.
+- ``log_every`` is result-bearing: it decides the rows of the DVC plots.
+- ``num_workers``, ``prefetch_factor``, ``persistent_workers``: sample order and augmentation come
+  from the sampler's per-sample seeds, not from the workers, so they change nothing but speed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+#: field metadata of a setting that changes no result (:mod:`lpr_core.runtime_params`)
+_RUNTIME = {"runtime": True}
 
 __all__ = ["TrainConfig"]
 
@@ -46,16 +66,16 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     grad_clip_norm: float = 1.0
     amp: str = "auto"
-    compile: bool = False
-    channels_last: bool = True
-    checkpoint_every: int = 50
+    compile: bool = field(default=False, metadata=_RUNTIME)
+    channels_last: bool = field(default=True, metadata=_RUNTIME)
+    checkpoint_every: int = field(default=50, metadata=_RUNTIME)
     log_every: int = 1
     seed: int = 0
-    num_workers: int = 2
-    prefetch_factor: int = 4
-    persistent_workers: bool = True
-    device: str = "auto"
-    progress: bool = True
+    num_workers: int = field(default=2, metadata=_RUNTIME)
+    prefetch_factor: int = field(default=4, metadata=_RUNTIME)
+    persistent_workers: bool = field(default=True, metadata=_RUNTIME)
+    device: str = field(default="auto", metadata=_RUNTIME)
+    progress: bool = field(default=True, metadata=_RUNTIME)
 
     def __post_init__(self) -> None:
         _check(self.max_steps > 0, "max_steps must be > 0")

@@ -10,10 +10,15 @@ losses. The engine supplies everything else:
   AdamW with a warm-up + cosine schedule, channels-last, optional ``torch.compile`` on GPU;
 - a tqdm bar, per-step metrics to DVC plots files (``<out>/plots/train_loss.tsv``, ...) and to a
   pluggable logger callable (MLflow, ...);
-- an atomic checkpoint ``<out>/checkpoints/last.pt`` every N steps holding the model, optimizer,
-  scheduler, scaler, sampler position and every rank's RNG states: a killed run started again on
-  the same output directory continues exactly where the checkpoint left it (same weights as an
-  uninterrupted run).
+- an atomic checkpoint ``<run dir>/checkpoints/last.pt`` every N steps holding the model,
+  optimizer, scheduler, scaler, sampler position and every rank's RNG states, saved by global
+  rank 0 through a :class:`~lpr_core.training.checkpoint.CheckpointStore` (which mirrors it to the
+  stage's state folder in an object store when there is one) and read by every rank on resume: a
+  killed run started again on the same run directory, or on the same state folder from another
+  machine, continues exactly where the checkpoint left it (same weights as an uninterrupted run).
+
+The training stages run in their state folder (:mod:`lpr_core.training.resume`), not in their DVC
+output, which ``dvc repro`` deletes before it runs a stage.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from torch import nn
 
 from lpr_core.data.datasets import build_dataloader
 from lpr_core.data.samplers import ResumableSampler
-from lpr_core.training.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from lpr_core.training.checkpoint import CHECKPOINT_FILE, CheckpointStore, rng_state, set_rng_state
 from lpr_core.training.config import TrainConfig
 from lpr_core.training.distributed import DistEnv, resolve_device
 from lpr_core.training.metrics_log import MetricLogger, PlotsWriter
@@ -68,7 +73,7 @@ class FitResult:
 
 def checkpoint_path(out_dir: str | Path) -> Path:
     """``<out_dir>/checkpoints/last.pt``."""
-    return Path(out_dir) / "checkpoints" / "last.pt"
+    return Path(out_dir) / CHECKPOINT_FILE
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -127,6 +132,7 @@ def fit(
     env: DistEnv | None = None,
     on_step_end: Callable[[int], None] | None = None,
     metric_prefix: str = "train/",
+    checkpoints: CheckpointStore | None = None,
 ) -> FitResult:
     """Train ``task.model`` for ``config.max_steps`` optimizer steps.
 
@@ -134,18 +140,22 @@ def fit(
         task: the task adapter (model, dataset, batch handling, losses).
         config: loop settings.
         out_dir: run directory: ``checkpoints/last.pt`` and ``plots/*.tsv`` go there.
-        logger: called on rank 0 as ``logger(metrics, step)`` every ``log_every`` steps.
-        resume: continue from ``<out_dir>/checkpoints/last.pt`` when it exists.
+        logger: called on rank 0 as ``logger(metrics, step)`` every ``log_every`` steps (and at
+            the last step).
+        resume: continue from the checkpoint when there is one.
         env: the DDP environment (default: the initialised process group, if any).
         on_step_end: called with the step number after every optimizer step (on every rank).
         metric_prefix: prefix of logged metric names (``train/loss``, ``train/lr``, ...).
+        checkpoints: where the checkpoint is saved (rank 0) and read (every rank); default: the
+            run directory's ``checkpoints/last.pt`` alone.
 
     Returns:
         The final step, the last logged metrics and the checkpoint path.
 
     Raises:
         ValueError: a checkpoint made with another world size, batch size, accumulation or seed;
-            a dataset smaller than one batch per rank; a non-finite loss (with its step).
+            a dataset smaller than one batch per rank; a non-finite loss (with its step); ranks
+            that read different checkpoints (a state location not every machine sees).
     """
     from tqdm.auto import tqdm
 
@@ -153,7 +163,7 @@ def fit(
     device = resolve_device(config.device, env)
     dtype = amp_dtype(config.amp, device)
     out_dir = Path(out_dir)
-    ckpt_file = checkpoint_path(out_dir)
+    store = checkpoints if checkpoints is not None else CheckpointStore(out_dir)
 
     raw_model = task.model.to(device)
     if config.channels_last:
@@ -188,12 +198,20 @@ def fit(
         "grad_accum_steps": config.grad_accum_steps,
         "seed": config.seed,
     }
-    if resume and ckpt_file.exists():
-        ckpt = load_checkpoint(ckpt_file)
+    ckpt = store.load() if resume else None
+    if env.distributed:  # every rank must continue the same checkpoint (or none)
+        steps: list[Any] = [None] * env.world_size
+        dist.all_gather_object(steps, None if ckpt is None else ckpt["step"])
+        if len(set(steps)) > 1:
+            raise ValueError(
+                f"the ranks read different checkpoints from {store.where} (step per rank: {steps}): with "
+                "several machines the state location must be storage they all see (LPR_STATE_URL=s3://...)"
+            )
+    if ckpt is not None:
         changed = {k: (ckpt["identity"].get(k), v) for k, v in identity.items() if ckpt["identity"].get(k) != v}
         if changed:
             raise ValueError(
-                f"{ckpt_file} was made with other settings {changed} (checkpoint, now): resume with the "
+                f"{store.where} was made with other settings {changed} (checkpoint, now): resume with the "
                 "same settings, or start in a fresh output directory"
             )
         raw_model.load_state_dict(ckpt["model"])
@@ -203,6 +221,7 @@ def fit(
         step, epoch, position = ckpt["step"], ckpt["sampler"]["epoch"], ckpt["sampler"]["position"]
         set_rng_state(ckpt["rng"][env.rank])
         resumed_from = step
+        ckpt = None  # the loaded copy is not kept for the whole run
 
     model: nn.Module = raw_model
     if env.distributed:
@@ -276,8 +295,8 @@ def fit(
             step += 1
             bar.update(1)
 
-            checkpoint_now = step % config.checkpoint_every == 0 or step == config.max_steps
-            if step % config.log_every == 0 or checkpoint_now:
+            # logged rows depend on log_every alone, so checkpoint_every is a runtime setting
+            if step % config.log_every == 0 or step == config.max_steps:
                 now = time.perf_counter()
                 reduced = _reduce_mean(totals, env)
                 if not torch.isfinite(torch.tensor(reduced["loss"])):
@@ -293,10 +312,10 @@ def fit(
                     if logger is not None:
                         logger(metrics, step)
                     bar.set_postfix(loss=f"{reduced['loss']:.4f}")
-            if checkpoint_now:
+            if step % config.checkpoint_every == 0 or step == config.max_steps:
                 rngs = _gather_rng(env)
                 if env.is_main:
-                    save_atomic(
+                    store.save(
                         {
                             "step": step,
                             "model": raw_model.state_dict(),
@@ -308,14 +327,14 @@ def fit(
                             "identity": identity,
                             "config": asdict(config),
                         },
-                        ckpt_file,
                     )
                 saved_at = step
             if on_step_end is not None:
                 on_step_end(step)
     finally:
         bar.close()
-    return FitResult(step=step, metrics=metrics, checkpoint=ckpt_file if saved_at is not None else None, resumed_from=resumed_from)
+    return FitResult(step=step, metrics=metrics, checkpoint=store.path if saved_at is not None else None,
+                     resumed_from=resumed_from)
 
 
 def metrics_from(out: Mapping[str, torch.Tensor]) -> dict[str, float]:

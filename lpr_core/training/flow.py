@@ -1,11 +1,13 @@
 """The flow both training stages (``train_detector``, ``train_encoder``) share, on every rank of a
 ``torchrun`` job or alone: join the process group, set threads, load the inputs, apply the resume
-rule (:mod:`lpr_core.training.resume`), seed, build the task, train it
-(:func:`lpr_core.training.engine.fit`, per-step metrics to the stage's MLflow run on rank 0), then
-on rank 0 only: leave the group, let the stage evaluate and save its model (``finish``), and write
-``<out>/train_summary.json``, the DVC plots and metrics.
+rule in the run's state folder (:func:`lpr_core.training.resume.prepare_run`: keyed by the
+stage's input files, result-bearing params and world size, under ``LPR_STATE_URL``), seed, build
+the task, train it (:func:`lpr_core.training.engine.fit`, per-step metrics to the stage's MLflow
+run on rank 0), then on rank 0 only: leave the group, let the stage evaluate and save its model
+(``finish``), write ``<out>/train_summary.json``, the DVC plots and metrics, and remove the state
+folder (its checkpoint is spent).
 
-The model-specific part is a :class:`TrainingStage` (``load``, ``build``, ``finish``); the stage
+The model-specific part is a :class:`TrainingStage` (``load``, ``inputs``, ``build``, ``finish``); the stage
 runner (:func:`lpr_core.runner.run_stage`) gives the params section and the MLflow run.
 """
 
@@ -30,7 +32,7 @@ from lpr_core.training.checkpoint import seed_everything
 from lpr_core.training.distributed import DistEnv, cleanup_distributed, init_distributed, resolve_device
 from lpr_core.training.engine import FitResult, TrainTask
 from lpr_core.training.metrics_log import MetricLogger
-from lpr_core.training.resume import params_sha256, prepare_run_dir
+from lpr_core.training.resume import params_sha256, prepare_run
 
 __all__ = [
     "StageOutcome",
@@ -63,6 +65,9 @@ class TrainingStage(Protocol):
 
     def load(self) -> None:
         """Read and check the inputs (before the output directory is touched)."""
+
+    def inputs(self) -> dict[str, Path]:
+        """The files :meth:`load` read, by name: their sha256 keys the run's resumable state."""
 
     def build(self) -> TrainTask:
         """The task to train (called on every rank after seeding)."""
@@ -147,14 +152,16 @@ def run_training_stage(stage: TrainingStage, ctx: Any) -> int:
         device = resolve_device(params.train.device, env)
         threads = configure_threads(device, env)
         stage.load()
-        decision = prepare_run_dir(out, section, stage.name, env, args.resume)
+        run = prepare_run(stage.name, params, stage.inputs(), env, args.resume)
+        decision = run.decision
         if env.is_main:
             log.info("%s", decision.note)
         seed_everything(params.train.seed)  # the same initial weights on every rank
         task = stage.build()
         start = time.perf_counter()
         result = engine.fit(
-            task, params.train, out, logger=mlflow_step_logger(ctx.tracker), resume=decision.resume, env=env
+            task, params.train, run.dir, logger=mlflow_step_logger(ctx.tracker), resume=decision.resume, env=env,
+            checkpoints=run.checkpoints,
         )
         train_seconds = time.perf_counter() - start
         if not env.is_main:
@@ -163,7 +170,7 @@ def run_training_stage(stage: TrainingStage, ctx: Any) -> int:
         outcome = stage.finish(task, result, device)
     finally:
         cleanup_distributed()
-    final = result.metrics or last_plot_values(out / "plots")
+    final = result.metrics or last_plot_values(run.dir / "plots")
     metrics = dict(outcome.metrics)
     metrics.update({f"{stage.prefix}/{k.replace('/', '_')}": v for k, v in final.items() if k.startswith("train/")})
     metrics[f"{stage.prefix}/steps"] = result.step
@@ -178,17 +185,19 @@ def run_training_stage(stage: TrainingStage, ctx: Any) -> int:
         "steps": result.step,
         "resumed_from": result.resumed_from,
         "resume_note": decision.note,
+        "state": run.state.url,
         "train_seconds": round(train_seconds, 3),
         "train_metrics": final,
         "metrics": metrics,
         **outcome.summary,
     }
     io.atomic_write_json(out / "train_summary.json", summary)
-    _publish_plots(out / "plots", args.plots)
+    _publish_plots(run.dir / "plots", args.plots)
     ctx.publish_metrics(args.metrics, metrics)
     ctx.set_tags({"lpr.resumed_from": result.resumed_from, "lpr.resume_note": decision.note})
     ctx.log_artifacts(out / "train_summary.json", args.metrics)
     ctx.log_artifacts(args.plots, artifact_path="plots")
+    run.finish()  # the outputs are written: the checkpoint is spent
     done = f"{stage.name}: finished at step {result.step}"
     ctx.report(done + (f", resumed from step {result.resumed_from}" if result.resumed_from is not None else ""))
     ctx.report(f"  resume: {decision.note}")

@@ -74,7 +74,7 @@ class ValidateParams:
     max_box_outside_fraction: float = 0.5
     max_clipped_box_fraction: float = 0.1
     decode_sample: int | str = "all"
-    workers: int = 2
+    workers: int = field(default=2, metadata={"runtime": True})
     seed: int = 0
     required: tuple[str, ...] = field(default=ALL_SOURCES)
 

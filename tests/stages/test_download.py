@@ -274,8 +274,11 @@ def processes_of_a_download_run(out: Path) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
-def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tmp_path):
+def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tmp_path, monkeypatch):
     from lpr_core.synth import FaultKind, ImageServer
+
+    # img2dataset works in the stage's state folder (lpr_core.data.download_state), published as --out
+    monkeypatch.setenv("LPR_STATE_URL", str(tmp_path / "state"))
 
     # every id's first answer stalls 0.15 s (under the timeout): a shard of 20 takes 3 s, time
     # enough to SIGKILL the stage while a worker is inside a shard
@@ -285,11 +288,13 @@ def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tm
         urls = copy_urls(world, [name], tmp_path / "urls", server.url_prefix)[name]
         n_shards = -(-len(urls) // params.number_sample_per_shard)
         out = tmp_path / "out"
-        folder = out / "train_frames"
         log = tmp_path / "stage.log"
         params_path = write_params(tmp_path / "params.yaml", params)
         proc = run_stage(tmp_path / "urls", out, params_path, log)
         deadline = time.monotonic() + 300
+        while not list((tmp_path / "state").glob("download/*/work/train_frames")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (folder,) = (tmp_path / "state").glob("download/*/work/train_frames")
         while len(complete_shards(folder)) < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         assert proc.poll() is None, "the stage ended before it could be killed:\n" + log.read_text()[-3000:]
@@ -307,7 +312,7 @@ def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tm
         assert {shard for shard, _ in complete_shards(folder)} == set(done)
         assert server.request_counts() == counts
         assert 2 <= len(done) < n_shards
-        assert not (out / "manifests" / "train_frames.parquet").exists()
+        assert not out.exists()  # nothing published before the run ends
         done_urls = set(pq.read_table(folder / f"{min(done):05d}.parquet").column("url").to_pylist())
         for shard in done:
             done_urls |= set(pq.read_table(folder / f"{shard:05d}.parquet").column("url").to_pylist())
@@ -323,6 +328,8 @@ def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tm
         assert sorted(r["url"] for r in rows) == sorted(urls)
         assert all(r["status"] == "success" for r in rows)
         assert len(complete_shards(folder)) == n_shards
+        # --out holds the state's files linked, not a second copy
+        assert (out / "train_frames" / f"{min(done):05d}.parquet").samefile(folder / f"{min(done):05d}.parquet")
 
         # a third run finds every shard complete and does not start img2dataset at all
         before = server.request_counts()

@@ -22,7 +22,6 @@ import torch
 import yaml
 
 from lpr_core.training import engine
-from lpr_core.training.resume import STAMP_FILE, decide_resume, params_sha256
 
 REPO = Path(__file__).resolve().parents[2]
 _BUILT: dict[str, Path] = {}
@@ -65,6 +64,12 @@ def stage_argv(root: Path, out: Path, params: Path, *extra: str) -> list[str]:
         "--prepared", str(root / "prepared"), "--download", str(root / "download"), "--out", str(out / "model"),
         "--plots", str(out / "plots"), "--metrics", str(out / "metrics.json"), "--params", str(params), *extra,
     ]
+
+
+def state_checkpoint(root: Path, stage: str = "train_encoder") -> Path:
+    """The one checkpoint of ``stage`` under the state root ``root`` (:mod:`lpr_core.state`)."""
+    (path,) = sorted((root / stage).glob("*/checkpoints/last.pt"))
+    return path
 
 
 def mlflow_runs(experiment: str, stage: str) -> list:
@@ -159,6 +164,7 @@ def test_stage_trains_writes_outputs_and_logs_one_mlflow_run(world, tmp_path, ex
 def test_crash_after_a_checkpoint_resumes_and_changed_params_start_fresh(world, tmp_path, experiment, monkeypatch, capsys):
     from lpr_core.stages.train_encoder import main
 
+    monkeypatch.setenv("LPR_STATE_URL", str(tmp_path / "state"))
     params = encoder_params(tmp_path, max_steps=5)
     out = tmp_path / "run"
     real_fit = engine.fit
@@ -175,12 +181,14 @@ def test_crash_after_a_checkpoint_resumes_and_changed_params_start_fresh(world, 
         main(stage_argv(world, out, params))
     monkeypatch.setattr(engine, "fit", real_fit)
     assert not (out / "model" / "encoder.pt").exists()  # no model from a failed run
-    assert torch.load(out / "model" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    assert torch.load(state_checkpoint(tmp_path / "state"), weights_only=True)["step"] == 2
+    assert not (out / "model" / "checkpoints").exists()  # checkpoints live outside the DVC output
 
     assert main(stage_argv(world, out, params)) == 0
     summary = json.loads((out / "model" / "train_summary.json").read_text())
     assert summary["resumed_from"] == 2 and summary["steps"] == 5
     assert "resuming" in summary["resume_note"]
+    assert not list((tmp_path / "state" / "train_encoder").glob("*/checkpoints"))  # spent: removed
     assert tsv_steps(out / "plots" / "train_loss.tsv") == [1, 2, 3, 4, 5]  # the lost step 3 once
     failed, resumed = mlflow_runs(experiment, "train_encoder")
     assert failed.info.status == "FAILED" and resumed.info.status == "FINISHED"
@@ -196,26 +204,6 @@ def test_crash_after_a_checkpoint_resumes_and_changed_params_start_fresh(world, 
     assert "params changed" in summary["resume_note"] and "train.lr" in summary["resume_note"]
     assert "params changed" in capsys.readouterr().out
     assert tsv_steps(out / "plots" / "train_loss.tsv") == [1, 2, 3, 4, 5]
-
-
-def test_resume_decision_rules(tmp_path):
-    section = {"model": {"image_size": 32}, "train": {"lr": 0.001}}
-    ckpt_dir = tmp_path / "checkpoints"
-    assert not decide_resume(tmp_path, section, 1).resume  # nothing to resume
-    ckpt_dir.mkdir()
-    (ckpt_dir / "last.pt").write_bytes(b"x")
-    assert "no readable params stamp" in decide_resume(tmp_path, section, 1).note
-    stamp = {"params_sha256": params_sha256(section), "world_size": 1, "params": section}
-    (ckpt_dir / STAMP_FILE).write_text(json.dumps(stamp))
-    assert decide_resume(tmp_path, section, 1).resume
-    assert not decide_resume(tmp_path, section, 1, "never").resume
-    two = decide_resume(tmp_path, section, 2)
-    assert not two.resume and "made with 1 ranks" in two.note
-    other = {"model": {"image_size": 64}, "train": {"lr": 0.001}}
-    note = decide_resume(tmp_path, other, 1).note
-    assert "model.image_size: 32 -> 64" in note
-    with pytest.raises(ValueError, match="resume mode"):
-        decide_resume(tmp_path, section, 1, "sometimes")
 
 
 def test_bad_params_and_missing_inputs_fail_with_a_clear_message(world, tmp_path, capsys):
@@ -239,15 +227,17 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_sigkilled_stage_process_resumes_from_its_checkpoint(world, tmp_path, experiment):
+def test_sigkilled_stage_process_resumes_from_its_checkpoint(world, tmp_path, experiment, monkeypatch):
+    monkeypatch.setenv("LPR_STATE_URL", str(tmp_path / "state"))
     params = encoder_params(tmp_path, max_steps=40, checkpoint_every=3)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "lpr_core.stages.train_encoder", *stage_argv(world, out, params)]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = out / "model" / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 300
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not list((tmp_path / "state").glob("train_encoder/*/checkpoints/last.pt")) and proc.poll() is None \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
+    ckpt = state_checkpoint(tmp_path / "state")
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     saved = torch.load(ckpt, weights_only=True)["step"]
@@ -276,8 +266,8 @@ def test_torchrun_with_two_cpu_processes(world, tmp_path, experiment):
     assert tsv_steps(out / "plots" / "train_loss.tsv") == [1, 2, 3]
     (run,) = mlflow_runs(experiment, "train_encoder")  # rank 0 only
     assert run.info.status == "FINISHED" and run.data.tags["lpr.world_size"] == "2"
-    # a rerun with the same params resumes the 2-rank checkpoint; with one rank it starts fresh
-    from lpr_core.training.resume import decide_resume as decide
-
-    section = json.loads((out / "model" / "checkpoints" / STAMP_FILE).read_text())["params"]
-    assert decide(out / "model", section, 2).resume and not decide(out / "model", section, 1).resume
+    # the 2-rank run kept its state in a folder of its own (the world size is part of the key),
+    # removed once the outputs were written
+    stamp = json.loads((Path(summary["state"]).parent / "latest.json").read_text())
+    assert stamp["world_size"] == 2 and stamp["key"] == Path(summary["state"]).name
+    assert not Path(summary["state"]).exists()
