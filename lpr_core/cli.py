@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "promote": ("lpr_core.tracking.cli", "register an evaluated model and run the promotion gate"),
     "rollback": ("lpr_core.tracking.rollback_cli", "move the champion alias back to the previous champion"),
     "ui": ("lpr_core.tracking.ui_cli", "open the MLflow UI on the project's tracking store"),
+    "params": ("lpr_core.params_overrides", "check params overrides (a preset, JSON, KEY=VALUE) and write them into params.yaml"),
     "evaluate-predictions": ("lpr_core.evaluation.cli", "score an official-format prediction JSON: rank-1/3/5/10, mAP, MRR"),
 }
 
