@@ -64,16 +64,17 @@ LPR4M_DIR = "data/lpr4m"
 
 
 def params_keys(params: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
-    """Every dotted key of a ``params.yaml`` document, sections and leaves alike, depth first.
+    """The dotted keys a run's ``params_overrides`` may name: every value of ``params`` but a section.
 
-    The keys a run's ``params_overrides`` may name (``train_encoder``, ``train_encoder.train``,
-    ``train_encoder.train.lr``, ...); ``lpr params apply`` checks the values' types.
+    ``train_encoder.train.lr``, ``validate.required``, ... in file order (a non-empty mapping is a
+    section, whose keys are named instead); ``lpr params apply`` checks the values' types.
     """
     for key, value in params.items():
         name = f"{prefix}{key}"
-        yield name
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and value:
             yield from params_keys(value, f"{name}.")
+        else:
+            yield name
 
 
 class SettingsError(ValueError):

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -162,7 +163,10 @@ def _check_writable(workdir: Path) -> None:
 
 def _dvc_no_scm(workdir: Path) -> bool:
     parser = configparser.ConfigParser()
-    parser.read([workdir / ".dvc" / "config", workdir / ".dvc" / "config.local"])
+    try:
+        parser.read([workdir / ".dvc" / "config", workdir / ".dvc" / "config.local"])
+    except configparser.Error:
+        return False  # `dvc config` reads it and says what is wrong
     return parser.get("core", "no_scm", fallback="false").strip().lower() == "true"
 
 
@@ -174,13 +178,14 @@ def apply_overrides(workdir: Path, overrides: Mapping[str, Any]) -> None:
     """
     if not overrides:
         return
+    from lpr_core import cli
+
     text = json.dumps(dict(overrides), sort_keys=True)
-    log.info("params: applying %s", text)
-    proc = subprocess.run([sys.executable, "-m", "lpr_core.cli", "params", "apply", "--json", text], cwd=workdir,
-                          env=_child_env())
-    if proc.returncode:
-        raise PodError(f"params overrides {text} rejected by `lpr params apply` (exit {proc.returncode}; "
-                       "the key at fault is named above)", 2 if proc.returncode == 2 else proc.returncode)
+    log.info("params: lpr params apply --json %s", text)
+    code = _in(workdir, cli.main, ["params", "apply", "--json", text])
+    if code:
+        raise PodError(f"params overrides {text} rejected by `lpr params apply` (exit {code}; the key at fault "
+                       "is named above)", 2 if code == 2 else code)
 
 
 def restore_params(workdir: Path) -> None:
@@ -419,10 +424,37 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def _stdout_to_log() -> Iterator[None]:
+    """Send file descriptor 1 to stderr (the log): stdout is left to the command of ``exec`` and to ``lock``."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _in(workdir: Path, main: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """Run a command's ``main(argv)`` in this process (one interpreter start per pod) in ``workdir``."""
+    previous = os.getcwd()
+    os.chdir(workdir)
+    try:
+        with _stdout_to_log():
+            return int(main(argv) or 0)
+    finally:
+        os.chdir(previous)
+
+
 def _dvc(workdir: Path, *args: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=_child_env())
-    if proc.returncode:
-        raise PodError(f"`dvc {' '.join(args)}` failed (exit {proc.returncode})", proc.returncode)
+    from dvc.cli import main
+
+    code = _in(workdir, main, list(args))
+    if code:
+        raise PodError(f"`dvc {' '.join(args)}` failed (exit {code})", code)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -466,6 +498,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``python -m components.pod``."""
     sys.dont_write_bytecode = True  # the workspace's code directories are DVC dependencies
+    os.environ.update(_child_env())  # for the stages DVC starts from this process
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="lpr pod: %(message)s", stream=sys.stderr)
     try:

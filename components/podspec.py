@@ -425,7 +425,7 @@ def trainjob_patch(rt: Runtime, stage: str = ENCODER_STAGE) -> dict[str, Any]:
 def encoder_trainjob(rt: Runtime, run_id: str = "manual", num_nodes: int | None = None,
                      gpus_per_node: int | None = None, stage: Stage | None = None,
                      dvc_yaml: str | Path = DVC_YAML, params_overrides: str = "{}",
-                     data_url: str = "") -> dict[str, Any]:
+                     data_url: str = "", module: str = ENCODER_MODULE) -> dict[str, Any]:
     """A Kubeflow Trainer v2 ``TrainJob`` running the encoder stage with torchrun over N GPU nodes.
 
     The runtime (a ``ClusterTrainingRuntime`` such as ``torch-distributed``) starts one pod per node
@@ -442,6 +442,7 @@ def encoder_trainjob(rt: Runtime, run_id: str = "manual", num_nodes: int | None 
         dvc_yaml: the stage graph to read the stage from.
         params_overrides: the run's params overrides (a JSON object).
         data_url: the run's data URL.
+        module: the stage's entry point module (``python -m <module>`` in its cmd).
     """
     from components.orchestration import RUN_ID_ENV, TRIGGER_ENV
 
@@ -458,7 +459,7 @@ def encoder_trainjob(rt: Runtime, run_id: str = "manual", num_nodes: int | None 
     run_env = {RUN_ID_ENV: run_id, TRIGGER_ENV["params_overrides"]: params_overrides,
                TRIGGER_ENV["data_url"]: data_url}
     container = stage_container(stage.name, rt, run_env,
-                                command=["bash", "-c", torchrun_script(stage, ENCODER_MODULE, gpus)])
+                                command=["bash", "-c", torchrun_script(stage, module, gpus)])
     res = container["resources"]
     res["limits"][rt.gpu_resource] = str(gpus)
     return {
