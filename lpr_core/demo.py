@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lpr_core.children import child_group, terminate_raises
+
 DEFAULT_PORT = 8765
 WORLD_DIR = Path("data/lpr4m")
 
@@ -123,15 +125,16 @@ def run_stage(root: Path, name: str, force: bool, env: dict[str, str]) -> StageR
     if force:
         cmd.append("--force")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     cached = False
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "didn't change, skipping" in line or "Restored stage" in line:
-            cached = True
-        sys.stdout.write(f"  [{name}] {line}" if line.strip() else line)
-        sys.stdout.flush()
-    code = proc.wait()
+    # `dvc repro` and the stage it runs are a process group that ends with the demo (SIGTERM, Ctrl-C)
+    with child_group(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "didn't change, skipping" in line or "Restored stage" in line:
+                cached = True
+            sys.stdout.write(f"  [{name}] {line}" if line.strip() else line)
+            sys.stdout.flush()
+        code = proc.wait()
     seconds = time.perf_counter() - t0
     status = "failed" if code else ("cached" if cached else "ran")
     return StageResult(name, seconds, status, code)
@@ -170,11 +173,14 @@ def run_promotion(root: Path, env: dict[str, str], report: DemoReport) -> None:
         return
     print("\n== promote: register the evaluated model and run the gate")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "lpr_core.cli", "promote", "--candidate-from", "data/evaluate"],
-                          cwd=root, env=env, capture_output=True, text=True)
+    with child_group([sys.executable, "-m", "lpr_core.cli", "promote", "--candidate-from", "data/evaluate"],
+                     cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        out, err = child.communicate()
+    proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
-    report.promotion = next((ln for ln in proc.stdout.splitlines() if "PROMOTED" in ln or "REFUSED" in ln),
+    report.promotion = next((ln for ln in proc.stdout.splitlines()
+                             if "PROMOTED" in ln or "REFUSED" in ln or "UNCHANGED" in ln),
                             proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no decision")
     report.stages.append(StageResult("promote", time.perf_counter() - t0, "failed" if proc.returncode else "ran",
                                      proc.returncode))
@@ -260,11 +266,18 @@ def run(args: argparse.Namespace) -> int:
     if not (root / "dvc.yaml").exists():
         print(f"lpr demo: no dvc.yaml in {root}; run it from the project root (or pass --root).", file=sys.stderr)
         return 2
-    from lpr_core.synth import ImageServer
-
     report = DemoReport(pipeline_run_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
     # the stages' `python` must be this environment's, whether or not it is activated
     env = stage_env(report.pipeline_run_id)
+    # SIGTERM unwinds like Ctrl-C: the running stage's process group is stopped, the image server
+    # closed (see lpr_core.children)
+    with terminate_raises():
+        return _run(args, root, report, env)
+
+
+def _run(args: argparse.Namespace, root: Path, report: DemoReport, env: dict[str, str]) -> int:
+    from lpr_core.synth import ImageServer
+
     try:
         world = prepare_world(root, args.size, args.seed, args.fresh)
         port = args.port

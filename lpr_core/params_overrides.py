@@ -18,7 +18,7 @@ reported. :func:`apply_overrides` is what ``lpr params apply`` runs::
     lpr params apply --preset rice_paper                       # presets/rice_paper.yaml
     lpr params apply --set train_encoder.train.lr=0.003 --set train_encoder.train.max_steps=800
     lpr params apply --json '{"train_encoder.train.lr": 0.003}'
-    dvc exp run $(lpr params apply --preset rice_paper --dvc-args)   # print `-S` arguments only
+    eval "dvc exp run $(lpr params apply --preset rice_paper --dvc-args)"   # `-S` arguments only
 """
 
 from __future__ import annotations
@@ -320,6 +320,8 @@ def _round_trip_yaml():
     rt.indent(mapping=2, sequence=4, offset=2)
     rt.representer.add_representer(
         type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    rt.representer.add_representer(
+        float, lambda rep, v: rep.represent_scalar("tag:yaml.org,2002:float", _float_text(v)))
     return rt
 
 
@@ -375,11 +377,27 @@ def apply_overrides(path: str | Path, overrides: Mapping[str, Any], *, write: bo
     return changes
 
 
+def _float_text(value: float) -> str:
+    """A float as YAML 1.1 readers (PyYAML: the stages, ``yaml.safe_load``) read it back as a float:
+    ``1e-05`` would be a string to them, so the mantissa gets its dot (``1.0e-05``)."""
+    if value != value:
+        return ".nan"
+    if value in (float("inf"), float("-inf")):
+        return ".inf" if value > 0 else "-.inf"
+    text = repr(float(value))
+    mantissa, e, exponent = text.partition("e")
+    if e and "." not in mantissa:
+        text = f"{mantissa}.0e{exponent}"
+    return text
+
+
 def _scalar_text(value: Any) -> str | None:
     """``value`` as it is written on one YAML line (None when it needs more than a plain line)."""
     import yaml
 
-    if value is None or isinstance(value, bool | int | float):
+    if isinstance(value, float) and not isinstance(value, bool):
+        return _float_text(value)
+    if value is None or isinstance(value, bool | int):
         return json.dumps(value)
     if isinstance(value, str):
         plain = value and "\n" not in value and value.strip() == value and not any(c in value for c in "#:{}[],&*!|>'\"%@`")
@@ -448,8 +466,27 @@ def dvc_set_args(changes: Iterable[Change]) -> list[str]:
     """``dvc exp run`` arguments setting the same values: ``-S key=value`` per changed key."""
     args: list[str] = []
     for c in changes:
-        args += ["-S", f"{c.key}={json.dumps(_plain(c.new))}"]
+        value = _plain(c.new)
+        if isinstance(value, float):
+            text = _float_text(value)
+        elif isinstance(value, str) and _reads_back_plain(value):
+            text = value  # unquoted: `dvc exp run $(...)` passes quotes through literally
+        else:
+            text = json.dumps(value)
+        args += ["-S", f"{c.key}={text}"]
     return args
+
+
+def _reads_back_plain(value: str) -> bool:
+    """Whether YAML reads the bare word ``value`` back as the same string (no quoting needed)."""
+    import yaml
+
+    if not value or any(c.isspace() for c in value):
+        return False
+    try:
+        return yaml.safe_load(value) == value
+    except yaml.YAMLError:
+        return False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

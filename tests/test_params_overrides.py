@@ -125,3 +125,12 @@ def test_every_section_has_a_params_class_that_loads_the_repository_params():
     assert set(po.SECTION_PARAMS) == set(sections)
     for name, section in sections.items():
         from_mapping(po._params_class(name), section, where=f"params.yaml: {name}")
+
+
+@pytest.mark.parametrize("value", [1e-05, 2.5e-07, 1e20])
+def test_small_and_large_numbers_are_written_as_numbers_yaml_1_1_reads(params, value):
+    # PyYAML (the stages' reader) takes `1e-05` for a string: the mantissa must carry its dot
+    po.apply_overrides(params, {"train_encoder.train.lr": value})
+    assert yaml.safe_load(params.read_text())["train_encoder"]["train"]["lr"] == value
+    (arg,) = po.dvc_set_args([po.Change("train_encoder.train.lr", 0.001, value)])[1:]
+    assert yaml.safe_load(arg.partition("=")[2]) == value

@@ -11,9 +11,13 @@ Names:
   the first stage, 64 as in torchvision; e.g. 32 is 4x cheaper) for CPU demos;
 - ``vit_tiny`` (patch 16, width 192, 4 layers), ``vit_small`` (patch 16, width 384, 6 layers),
   ``vit_b_32``, ``vit_b_16`` (torchvision; the image size is fixed at build time);
-- ``open_clip:<model>`` e.g. ``open_clip:ViT-B-32`` (the paper's CLIP ViT-B/32), when the
-  ``open_clip_torch`` package is installed; its weights spec is a local file or an open_clip
-  pretrained tag found in the local cache.
+- ``open_clip:<model>``, e.g. ``open_clip:ViT-B-32`` (the paper's CLIP ViT-B/32): the visual
+  tower of an open_clip model (a built-in name, or the path of a ``.json`` model config in
+  open_clip's format), built at the encoder's image size (position embeddings of a checkpoint made
+  at another size are interpolated), with the normalisation its weights were trained with. Its
+  weights spec is a checkpoint file or an open_clip pretrained tag
+  (:func:`lpr_core.models.weights.resolve_open_clip_weights`). OpenAI's weights (tag ``openai`` or
+  their ``ViT-B-32.pt``) were trained with QuickGELU: name the model ``ViT-B-32-quickgelu``.
 """
 
 from __future__ import annotations
@@ -23,10 +27,15 @@ import os
 import torch
 from torch import nn
 
-from lpr_core.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
-from lpr_core.models.weights import load_state_dict_file, resolve_weights
+from lpr_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lpr_core.models.weights import (
+    load_open_clip_visual_state,
+    load_state_dict_file,
+    resolve_open_clip_weights,
+    resolve_weights,
+)
 
-__all__ = ["BACKBONES", "build_backbone", "ResNetBackbone", "ViTBackbone", "OpenClipBackbone"]
+__all__ = ["BACKBONES", "build_backbone", "open_clip_model_config", "ResNetBackbone", "ViTBackbone", "OpenClipBackbone"]
 
 BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "vit_tiny", "vit_small", "vit_b_32", "vit_b_16")
 #: name -> (patch, layers, heads, hidden, mlp) of the small ViTs
@@ -107,17 +116,32 @@ class ViTBackbone(nn.Module):
 
 
 class OpenClipBackbone(nn.Module):
-    """The visual tower of an open_clip model: projected pooled feature and patch tokens."""
+    """The visual tower of an open_clip CLIP model: its projected pooled embedding and its patch
+    tokens (the class token left out, after the final layer norm, not projected).
 
-    def __init__(self, visual: nn.Module, dim: int, token_dim: int) -> None:
+    The normalisation the tower was trained with is held in buffers (``norm_mean``,
+    ``norm_std``), so that it travels with the weights into every checkpoint of the encoder.
+    """
+
+    def __init__(self, visual: nn.Module, dim: int, token_dim: int, mean, std) -> None:
         super().__init__()
-        visual.output_tokens = True
         self.visual = visual
         self.dim, self.token_dim = dim, token_dim
-        self.mean, self.std = CLIP_MEAN, CLIP_STD
+        self.register_buffer("norm_mean", torch.tensor([float(v) for v in mean]))
+        self.register_buffer("norm_std", torch.tensor([float(v) for v in std]))
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean the tower expects (of images scaled to [0, 1])."""
+        return tuple(float(v) for v in self.norm_mean.tolist())
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel standard deviation the tower expects."""
+        return tuple(float(v) for v in self.norm_std.tolist())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, 3, S, S]`` -> pooled ``[B, dim]``, tokens ``[B, N, token_dim]``."""
+        """``[B, 3, S, S]`` -> pooled ``[B, dim]``, patch tokens ``[B, (S/p)^2, token_dim]``."""
         pooled, tokens = self.visual(x)
         return pooled, tokens
 
@@ -132,36 +156,118 @@ def _load_into(net: nn.Module, path, name: str) -> None:
         )
 
 
-def _open_clip_backbone(name: str, weights: str | None, image_size: int):
+def _import_open_clip(name: str):
     try:
         import open_clip
     except ImportError as exc:
         raise ImportError(
             f"backbone {name!r} needs the open_clip_torch package, which is not installed "
-            "(add open-clip-torch to the environment, or use a torchvision backbone)"
+            "(it is in requirements/main.in: install the lock, or use a torchvision backbone)"
         ) from exc
-    model_name = name.split(":", 1)[1]
-    pretrained = None
-    if weights and weights.lower() != "none":
-        path = os.path.expanduser(weights)
-        if os.path.isfile(path):
-            pretrained = path
-        else:  # an open_clip tag: only the local cache, never the network
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            pretrained = weights
+    return open_clip
+
+
+def open_clip_model_config(model: str) -> dict:
+    """The open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``, ``quick_gelu``) of
+    a built-in model name (``ViT-B-32``) or of a JSON file in open_clip's config format.
+
+    Raises:
+        ValueError: an unknown name or an unreadable file, with the names open_clip knows.
+    """
+    open_clip = _import_open_clip(f"open_clip:{model}")
+    if model.endswith(".json"):
+        import json
+
+        path = os.path.expanduser(model)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                cfg = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"open_clip model config {path}: cannot be read ({exc})") from exc
+        if not isinstance(cfg, dict):
+            raise ValueError(f"open_clip model config {path}: not a JSON object")
+        cfg = cfg.get("model_cfg", cfg)
+        for key in ("embed_dim", "vision_cfg"):
+            if key not in cfg:
+                raise ValueError(f"open_clip model config {path}: no {key!r} (open_clip's format: embed_dim, vision_cfg)")
+        return cfg
+    cfg = open_clip.get_model_config(model)
+    if cfg is None:
+        vits = [m for m in open_clip.list_models() if m.startswith("ViT-")]
+        raise ValueError(
+            f"open_clip has no model {model!r} (a built-in name such as {', '.join(vits[:6])}, ..., "
+            "or the path of a .json model config)"
+        )
+    return cfg
+
+
+def _load_open_clip_visual(visual: nn.Module, state: dict, path, name: str) -> None:
+    """Load a visual tower's state dict, interpolating position embeddings made at another size."""
+    from types import SimpleNamespace
+
+    from open_clip.model import resize_pos_embed
+
+    if "positional_embedding" in state:
+        wrapped = {"visual.positional_embedding": state["positional_embedding"]}
+        resize_pos_embed(wrapped, SimpleNamespace(visual=visual))
+        state = {**state, "positional_embedding": wrapped["visual.positional_embedding"]}
     try:
-        model = open_clip.create_model(model_name, pretrained=pretrained, force_image_size=image_size)
-    except Exception as exc:
-        cache = os.path.expanduser(os.environ.get("HF_HUB_CACHE", "~/.cache/huggingface/hub"))
-        raise FileNotFoundError(
-            f"open_clip model {model_name!r} with weights {weights!r} could not be loaded offline "
-            f"(looked at the file path and the open_clip/Hugging Face cache {cache}): {exc}"
-        ) from exc
-    visual = model.visual
+        missing, unexpected = visual.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"weights {path} do not fit backbone {name!r}: {exc}") from exc
+    if missing or unexpected:
+        raise ValueError(
+            f"weights {path} do not fit backbone {name!r}: missing {sorted(missing)[:8]}, "
+            f"unexpected {sorted(unexpected)[:8]}"
+        )
+
+
+def _open_clip_backbone(name: str, weights: str | None, image_size: int) -> OpenClipBackbone:
+    """The visual tower of ``open_clip:<model>`` at ``image_size`` with its weights (see
+    :func:`build_backbone`). Only the visual tower is built: no text tower is ever made."""
+    open_clip = _import_open_clip(name)
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from open_clip.model import _build_vision_tower
+
+    model = name.split(":", 1)[1]
+    cfg = open_clip_model_config(model)
+    vision = dict(cfg["vision_cfg"])
+    if vision.get("timm_model_name") or isinstance(vision.get("layers"), (list, tuple)):
+        kind = "timm model" if vision.get("timm_model_name") else "modified ResNet"
+        raise ValueError(
+            f"backbone {name!r}: its visual tower is a {kind}; the encoder needs an open_clip ViT tower "
+            "(its patch tokens feed PMD and PFR), e.g. open_clip:ViT-B-32"
+        )
+    vision.update(image_size=image_size, output_tokens=True)
+    quick_gelu = bool(cfg.get("quick_gelu", False))
+    spec = str(weights or "none")
+    tag = {} if os.path.isfile(os.path.expanduser(spec)) else open_clip.get_pretrained_cfg(model, spec)
+    if tag and bool(tag.get("quick_gelu", False)) != quick_gelu:
+        fix = f"{model}-quickgelu" if tag.get("quick_gelu") else model.removesuffix("-quickgelu")
+        raise ValueError(
+            f"open_clip weights {weights!r} were trained {'with' if tag.get('quick_gelu') else 'without'} QuickGELU "
+            f"activations but open_clip:{model} uses {'QuickGELU' if quick_gelu else 'GELU'}: use backbone "
+            f"'open_clip:{fix}' (the activation is part of the architecture, so the encoder reloads right)"
+        )
+    path, tag = resolve_open_clip_weights(weights, model)  # a cached or fetched file for a tag
+    visual = _build_vision_tower(cfg["embed_dim"], vision, quick_gelu=quick_gelu)
+    if path is not None:
+        state, scripted = load_open_clip_visual_state(path)
+        if scripted and not quick_gelu:
+            raise ValueError(
+                f"weights {path} are OpenAI's TorchScript CLIP release, trained with QuickGELU activations: "
+                f"use backbone 'open_clip:{model}-quickgelu'"
+            )
+        _load_open_clip_visual(visual, state, path, name)
+    preprocess = cfg.get("preprocess_cfg") or {}
+    mean = tag.get("mean") or preprocess.get("mean") or OPENAI_DATASET_MEAN
+    std = tag.get("std") or preprocess.get("std") or OPENAI_DATASET_STD
+    was = visual.training
+    visual.eval()
     with torch.no_grad():
-        visual.output_tokens = True
         pooled, tokens = visual(torch.zeros(1, 3, image_size, image_size))
-    return OpenClipBackbone(visual, pooled.shape[-1], tokens.shape[-1])
+    visual.train(was)
+    return OpenClipBackbone(visual, pooled.shape[-1], tokens.shape[-1], mean, std)
 
 
 def build_backbone(name: str, *, weights: str | None = "none", image_size: int = 224, width: int = 64) -> nn.Module:
@@ -171,7 +277,8 @@ def build_backbone(name: str, *, weights: str | None = "none", image_size: int =
         name: one of :data:`BACKBONES` or ``open_clip:<model>``.
         weights: ``"none"``, a checkpoint path, or a name resolved in the local cache (see
             :mod:`lpr_core.models.weights`). Classification heads in the checkpoint are
-            accepted and dropped.
+            accepted and dropped. For ``open_clip:<model>``: a checkpoint file (the visual
+            tower is taken from a full CLIP checkpoint) or an open_clip pretrained tag.
         image_size: input size (fixes the position embeddings of ViTs).
         width: first-stage channels of ``resnet10/18/34`` (64: torchvision's network).
 

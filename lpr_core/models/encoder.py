@@ -42,7 +42,8 @@ class EncoderConfig:
         backbone: see :func:`lpr_core.models.backbone.build_backbone` (``resnet18``,
             ``vit_b_32``, ``open_clip:ViT-B-32``, ...).
         backbone_width: first-stage channels of resnet10/18/34 (64: torchvision's network).
-        weights: ``none``, a local checkpoint path, or a name in the local torch hub cache.
+        weights: ``none``, a local checkpoint path, or a name in the local torch hub cache; for
+            ``open_clip:<model>`` a checkpoint file or an open_clip pretrained tag.
         image_size: input side of frames and images (pixels).
         num_frames: T, frames per clip.
         embed_dim: retrieval embedding size.
@@ -111,7 +112,6 @@ class RiceModel(nn.Module):
         self.backbone = build_backbone(
             config.backbone, weights=config.weights, image_size=config.image_size, width=config.backbone_width
         )
-        self.mean, self.std = self.backbone.mean, self.backbone.std
         self.proj = nn.Linear(self.backbone.dim, config.embed_dim)
         self.aggregator = TemporalAggregator(
             config.aggregator,
@@ -149,6 +149,17 @@ class RiceModel(nn.Module):
                 max_frame_tokens=frame_tokens,
                 mask_ratio=config.pfr_mask_ratio,
             )
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """The per-channel mean input images are normalised with (the backbone's: an open_clip
+        tower's travels with its weights, so a reloaded encoder normalises as it was trained)."""
+        return tuple(self.backbone.mean)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """The per-channel standard deviation input images are normalised with (the backbone's)."""
+        return tuple(self.backbone.std)
 
     def _backbone(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.channels_last:

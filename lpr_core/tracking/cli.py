@@ -4,7 +4,11 @@
 MLflow model, registers it as a new version of ``lpr-encoder`` with its scores and lineage, and
 runs the gate (params.yaml ``promote`` section). When the champion was scored on other test
 data, it is scored again first by rerunning the ``index_gallery`` and ``evaluate`` stages with the
-champion's weights, with the very command lines of ``dvc.yaml``.
+champion's weights, with the very command lines of ``dvc.yaml`` (each in its own process group,
+stopped with ``lpr promote``). A candidate identical to the champion (same model checksum, same
+data version) is not registered again: the champion records the resubmission and the command
+says ``UNCHANGED``. ``lpr ui`` runs the MLflow server in its own process group: stopping ``lpr
+ui`` (SIGTERM, Ctrl-C) stops the server and its workers.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import argparse
 import hashlib
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -57,25 +60,37 @@ def _stage_cmd(stage: str, overrides: dict[str, str]) -> list[str]:
 
 
 def stage_rescorer(cfg):
-    """Score a registered version on the current test data by rerunning index_gallery + evaluate."""
+    """Score a registered version on the current test data by rerunning index_gallery + evaluate.
+
+    The model is downloaded from the registry and its ``encoder.pt`` / ``detector.pt`` (under the
+    model's ``artifacts/``, whatever the model's layout) are given to the stages.
+    """
     import mlflow
+
+    from lpr_core.children import run_in_group
+    from lpr_core.tracking import registry
+    from lpr_core.tracking.model import DETECTOR_FILE, ENCODER_FILE
 
     def rescore(version: str):
         with tempfile.TemporaryDirectory(prefix="lpr-rescore-") as tmp:
             tmp = Path(tmp)
             model_dir = Path(mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{cfg.model_name}/{version}", dst_path=str(tmp / "model")))
-            arts = model_dir / "artifacts"
             enc, det = tmp / "encoder", tmp / "detector"
             enc.mkdir(), det.mkdir()
-            (enc / "encoder.pt").symlink_to(next(arts.rglob("encoder.pt")))
-            found = list(arts.rglob("detector.pt"))
+            encoder = sorted(model_dir.rglob(ENCODER_FILE))
+            if not encoder:
+                raise registry.RegistryError(f"v{version} of {cfg.model_name}: no {ENCODER_FILE} in the registered "
+                                             f"model ({model_dir}); it cannot be rescored")
+            (enc / ENCODER_FILE).symlink_to(encoder[0])
+            found = sorted(model_dir.rglob(DETECTOR_FILE))
             if found:
-                (det / "detector.pt").symlink_to(found[0])
-            print(f"rescoring v{version} of {cfg.model_name} on the current test data")
-            subprocess.run(_stage_cmd("index_gallery", {"--encoder": str(enc), "--out": str(tmp / "index")}),
-                           check=True)
-            subprocess.run(_stage_cmd("evaluate", {
+                (det / DETECTOR_FILE).symlink_to(found[0])
+            print(f"rescoring v{version} of {cfg.model_name} on the current test data", flush=True)
+            # each stage runs in its own process group, stopped with this command (SIGTERM, Ctrl-C)
+            run_in_group(_stage_cmd("index_gallery", {"--encoder": str(enc), "--out": str(tmp / "index")}),
+                         check=True)
+            run_in_group(_stage_cmd("evaluate", {
                 "--encoder": str(enc), "--detector": str(det), "--index": str(tmp / "index"),
                 "--out": str(tmp / "eval"), "--plots": str(tmp / "plots"), "--metrics": str(tmp / "metrics.json"),
             }), check=True)
@@ -85,45 +100,93 @@ def stage_rescorer(cfg):
     return rescore
 
 
-def register_from_candidate(candidate_dir: Path, cfg) -> str:
-    """Log and register the model described by ``candidate.json``; return the new version."""
-    import mlflow
+def read_candidate(candidate_dir: Path) -> dict:
+    """``candidate.json`` of the evaluate stage, with its model files resolved and checksummed.
 
-    from lpr_core.tracking import lineage, registry
-    from lpr_core.tracking.model import log_retrieval_model
-    from lpr_core.tracking.run import stage_run
+    Adds ``encoder_dir``, ``detector_dir`` (or None) and ``model_sha256`` to the record.
+    """
+    from lpr_core.tracking import registry
+    from lpr_core.tracking.model import DETECTOR_FILE, ENCODER_FILE, model_checksum
 
     path = candidate_dir / "candidate.json"
     try:
         cand = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        encoder_dir = Path(cand["encoder"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise registry.RegistryError(f"{path}: cannot read the candidate ({exc}); run the evaluate stage first") from None
-    encoder_dir = Path(cand["encoder"])
     encoder_dir = encoder_dir.parent if encoder_dir.suffix == ".pt" else encoder_dir
     detector = cand.get("detector")
     detector_dir = None if not detector else (Path(detector).parent if Path(detector).suffix == ".pt" else Path(detector))
-    from lpr_core.models.encoder import load_encoder
+    if not (encoder_dir / ENCODER_FILE).is_file():
+        raise registry.RegistryError(f"{path}: the candidate's encoder {encoder_dir / ENCODER_FILE} is missing")
+    cand["encoder_dir"], cand["detector_dir"] = encoder_dir, detector_dir
+    cand["model_sha256"] = model_checksum(encoder_dir / ENCODER_FILE,
+                                          detector_dir / DETECTOR_FILE if detector_dir is not None else None)
+    return cand
 
-    dim = int(load_encoder(encoder_dir / "encoder.pt").config.embed_dim)
+
+def _lineage(run_id: str | None = None) -> dict[str, str | None]:
+    from lpr_core.tracking import lineage
+
+    lock = Path("dvc.lock")
+    return {
+        "lpr.git_commit": lineage.git_commit("."),
+        "lpr.dvc_lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest()[:16] if lock.exists() else None,
+        "lpr.pipeline_run_id": lineage.pipeline_run_id(),
+        "lpr.register_run_id": run_id,
+    }
+
+
+def register_from_candidate(candidate_dir: Path, cfg, cand: dict | None = None) -> str:
+    """Log and register the model described by ``candidate.json``; return the new version."""
+    import mlflow
+
+    from lpr_core.models.encoder import load_encoder
+    from lpr_core.tracking import registry
+    from lpr_core.tracking.model import ENCODER_FILE, log_retrieval_model
+    from lpr_core.tracking.run import stage_run
+
+    cand = cand or read_candidate(candidate_dir)
+    dim = int(load_encoder(cand["encoder_dir"] / ENCODER_FILE).config.embed_dim)
+    serving = {"crops": cand.get("crops"), "box_padding": cand.get("box_padding", 0.1)}
     with stage_run("register", {"promote": {"model_name": cfg.model_name}}) as run:
-        model_uri = log_retrieval_model(encoder_dir, detector_dir, dim)
-        mlflow.log_metrics({k: float(v) for k, v in cand["metrics"].items()})
-        lock = Path("dvc.lock")
-        extra = {
-            "lpr.git_commit": lineage.git_commit("."),
-            "lpr.dvc_lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest()[:16] if lock.exists() else None,
-            "lpr.pipeline_run_id": lineage.pipeline_run_id(),
-            "lpr.register_run_id": run.run_id,
-        }
+        model_uri = log_retrieval_model(cand["encoder_dir"], cand["detector_dir"], dim, serving=serving)
+        mlflow.log_metrics({k: float(v) for k, v in cand["metrics"].items() if v is not None})
+        extra = {**_lineage(run.run_id), registry.MODEL_SHA_TAG: cand["model_sha256"]}
         return registry.register_candidate(model_uri, cand["metrics"], cand.get("data_version"),
                                            bool(cand.get("validation_passed")), cfg=cfg, run_id=run.run_id,
                                            extra_tags=extra)
 
 
+def _promote(args: argparse.Namespace, cfg) -> int:
+    from lpr_core.tracking import registry
+
+    version = args.version
+    if version is None:
+        cand = read_candidate(args.candidate_from)
+        same = registry.identical_champion(cand["model_sha256"], cand.get("data_version"), cfg)
+        if same is not None:
+            details = {k: v for k, v in _lineage().items() if k != "lpr.register_run_id"}
+            count = registry.record_resubmission(same, cfg, details=details)
+            print(f"{cfg.model_name} v{same}: UNCHANGED: the candidate is identical to champion v{same} (model "
+                  f"sha256 {cand['model_sha256'][:12]}, data {cand.get('data_version')}): recorded on v{same} "
+                  f"(lpr.resubmitted_count = {count}), not registered again")
+            return 0
+        version = register_from_candidate(args.candidate_from, cfg, cand)
+    decision = registry.promote(version, cfg, rescore=None if args.no_rescore else stage_rescorer(cfg))
+    verdict = "PROMOTED to champion" if decision.promote else "REFUSED"
+    print(f"{cfg.model_name} v{version}: {verdict}: {decision.reason}")
+    for k, v in sorted(decision.evidence().items()):
+        print(f"  {k} = {v}")
+    return 3 if (args.fail_on_refuse and not decision.promote) else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``lpr promote``."""
+    from lpr_core.children import terminate_raises
     from lpr_core.config import ConfigError
     from lpr_core.tracking import registry
+    from lpr_core.tracking.lock import LockError
     from lpr_core.tracking.run import configure
 
     try:
@@ -132,17 +195,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"lpr promote: {exc}", file=sys.stderr)
         return 2
     configure(".")
-    try:
-        version = args.version or register_from_candidate(args.candidate_from, cfg)
-        decision = registry.promote(version, cfg, rescore=None if args.no_rescore else stage_rescorer(cfg))
-    except registry.RegistryError as exc:
-        print(f"lpr promote: {exc}", file=sys.stderr)
-        return 2
-    verdict = "PROMOTED to champion" if decision.promote else "REFUSED"
-    print(f"{cfg.model_name} v{version}: {verdict}: {decision.reason}")
-    for k, v in sorted(decision.evidence().items()):
-        print(f"  {k} = {v}")
-    return 3 if (args.fail_on_refuse and not decision.promote) else 0
+    # SIGTERM (a stopped pod, a killed task) unwinds: rescoring stages stop, the lock is released
+    with terminate_raises():
+        try:
+            return _promote(args, cfg)
+        except (registry.RegistryError, LockError) as exc:
+            print(f"lpr promote: {exc}", file=sys.stderr)
+            return 2
 
 
 def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,15 +211,18 @@ def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_rollback(args: argparse.Namespace) -> int:
     """Entry point of ``lpr rollback``."""
+    from lpr_core.children import terminate_raises
     from lpr_core.config import ConfigError
     from lpr_core.tracking import registry
+    from lpr_core.tracking.lock import LockError
     from lpr_core.tracking.run import configure
 
     try:
         cfg = load_gate(args.params)
         configure(".")
-        old, new = registry.rollback(cfg)
-    except (ConfigError, registry.RegistryError) as exc:
+        with terminate_raises():
+            old, new = registry.rollback(cfg)
+    except (ConfigError, registry.RegistryError, LockError) as exc:
         print(f"lpr rollback: {exc}", file=sys.stderr)
         return 2
     print(f"{cfg.model_name}: champion moved back from v{old} to v{new}")
@@ -183,7 +245,12 @@ def run_ui(args: argparse.Namespace) -> int:
            "--port", str(args.port)]
     if uri.startswith("sqlite:///"):
         cmd += ["--default-artifact-root", (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()]
+    from lpr_core.children import child_group
+
+    # the server and its workers run in their own process group, stopped with this command:
+    # Ctrl-C or SIGTERM to `lpr ui` leaves nothing behind
     try:
-        return subprocess.call(cmd)
+        with child_group(cmd) as proc:
+            return proc.wait()
     except KeyboardInterrupt:
         return 0

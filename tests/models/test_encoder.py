@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lpr_core.data.transforms import CLIP_MEAN
 from lpr_core.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
+from tests.models.tiny_clip import write_clip_checkpoint, write_config
 
 TINY = dict(backbone="resnet10", backbone_width=16, image_size=32, num_frames=3, embed_dim=16, decoder_dim=16, heads=2)
 
@@ -78,6 +80,31 @@ def test_save_and_load_give_the_same_embeddings(tmp_path):
     with pytest.raises(ValueError, match="not an encoder file"):
         torch.save({"x": 1}, tmp_path / "other.pt")
         load_encoder(tmp_path / "other.pt")
+
+
+def test_open_clip_encoder_trains_every_part_and_reloads_with_its_normalisation(tmp_path):
+    config_file = write_config(tmp_path / "configs")
+    write_clip_checkpoint(config_file, tmp_path / "clip.pt", seed=1)
+    torch.manual_seed(0)
+    config = EncoderConfig(**{**TINY, "backbone": f"open_clip:{config_file}", "weights": str(tmp_path / "clip.pt")})
+    model = build_encoder(config)
+    assert model.num_tokens == 4 and model.mean == pytest.approx(CLIP_MEAN)
+    out = model(*_batch())
+    assert {"pmd_loss", "pfr_loss"} <= set(out) and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+    # the normalisation is part of the weights: a tower trained with other statistics reloads with them
+    model.backbone.norm_mean.fill_(0.5)
+    model.backbone.norm_std.fill_(0.25)
+    path = save_encoder(model.eval(), tmp_path / "encoder.pt")
+    loaded = load_encoder(path)
+    assert loaded.config.weights == "none"  # the trained weights come from encoder.pt, not the checkpoint
+    assert loaded.mean == (0.5, 0.5, 0.5) and loaded.std == (0.25, 0.25, 0.25)
+    frames, mask, images, _ = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_clips(frames, mask), model.encode_clips(frames, mask))
+        torch.testing.assert_close(loaded.encode_images(images), model.encode_images(images))
 
 
 def test_config_validation():

@@ -1,6 +1,11 @@
 """MLflow stage runs against a real sqlite store in a temporary project."""
 
+import json
+import os
+import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,6 +74,9 @@ def test_failed_stage_marks_run_failed(project):
 def test_runs_of_one_pipeline_share_its_id(project, monkeypatch):
     import mlflow
 
+    monkeypatch.setenv(lineage.PIPELINE_RUN_ENV, "pipe-other")
+    with run.stage_run("download", {}, project_root=project) as other:
+        pass
     monkeypatch.setenv(lineage.PIPELINE_RUN_ENV, "pipe-shared")
     ids = []
     for stage in ("download", "validate"):
@@ -77,7 +85,7 @@ def test_runs_of_one_pipeline_share_its_id(project, monkeypatch):
     found = mlflow.search_runs(
         experiment_names=[run.DEFAULT_EXPERIMENT], filter_string="tags.`lpr.pipeline_run_id` = 'pipe-shared'"
     )
-    assert set(found["run_id"]) == set(ids)
+    assert set(found["run_id"]) == set(ids) and other.run_id not in set(found["run_id"])
 
 
 def test_stage_input_hash_changes_with_deps(tmp_path):
@@ -93,5 +101,40 @@ def test_stage_input_hash_changes_with_deps(tmp_path):
 def test_pipeline_run_id_prefers_environment(monkeypatch):
     monkeypatch.setenv(lineage.PIPELINE_RUN_ENV, "from-env")
     assert lineage.pipeline_run_id() == "from-env"
-    monkeypatch.delenv(lineage.PIPELINE_RUN_ENV)
-    assert lineage.pipeline_run_id() != lineage.pipeline_run_id() or lineage.pipeline_run_id().startswith("dvc-")
+
+
+def test_pipeline_run_id_outside_dvc_is_a_new_adhoc_id(monkeypatch):
+    monkeypatch.delenv(lineage.PIPELINE_RUN_ENV, raising=False)
+    monkeypatch.setattr(lineage, "_dvc_ancestor", lambda: None)
+    first, second = lineage.pipeline_run_id(), lineage.pipeline_run_id()
+    assert re.fullmatch(r"adhoc-[0-9a-f]{12}", first) and re.fullmatch(r"adhoc-[0-9a-f]{12}", second)
+    assert first != second
+
+
+# a process that looks like `dvc repro` to its stages: it runs two stage processes, like dvc does
+FAKE_DVC = """#!{python}
+import json, subprocess, sys
+import psutil
+
+me = psutil.Process()
+code = "from lpr_core.tracking import lineage; print(lineage.pipeline_run_id())"
+ids = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+       for _ in range(2)]
+print(json.dumps({{"pid": me.pid, "created": me.create_time(), "ids": ids}}))
+"""
+
+
+def test_stages_of_one_dvc_process_get_the_id_of_that_process(tmp_path):
+    """Under a bare ``dvc repro`` each stage derives the id from the ``dvc`` process that runs it:
+    the stages of one run share it exactly (pid and start time), another run gets another."""
+    script = tmp_path / "bin" / "dvc"
+    script.parent.mkdir()
+    script.write_text(FAKE_DVC.format(python=sys.executable))
+    script.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != lineage.PIPELINE_RUN_ENV}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    runs = [json.loads(subprocess.run([str(script), "repro"], env=env, capture_output=True, text=True,
+                                      check=True).stdout) for _ in range(2)]
+    for r in runs:
+        assert r["ids"] == [f"dvc-{r['pid']}-{int(r['created'])}"] * 2, r
+    assert runs[0]["ids"][0] != runs[1]["ids"][0]

@@ -4,6 +4,7 @@ Models are logged through the server's artifact proxy, registered in its registr
 ``champion`` / ``previous-champion`` aliases are moved by ``lpr promote`` and ``lpr rollback``.
 """
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -15,8 +16,12 @@ from lpr_core import cli
 from lpr_core.tracking import registry
 from lpr_core.tracking.gate import GateConfig
 from tests.tracking.helpers import (
+    check_race_outcome,
+    embed_request,
     free_port,
     make_project,
+    race,
+    register_dummy,
     server_process,
     tracking_uri_restored,
     write_candidate,
@@ -109,7 +114,7 @@ def test_gate_promotes_refuses_and_rolls_back_on_a_server(mlflow_server, project
     img = project / "x.jpg"
     Image.new("RGB", (40, 30), (10, 200, 10)).save(img)
     model = mlflow.pyfunc.load_model(f"models:/{cfg.model_name}@{registry.CHAMPION}")
-    emb = np.asarray(model.predict(pd.DataFrame({"image_path": [str(img)]})))
+    emb = np.asarray(model.predict(pd.DataFrame([embed_request(img)])))
     assert emb.shape == (1, 16)
 
     # lpr rollback restores the previous champion and marks the rolled-back version
@@ -120,3 +125,18 @@ def test_gate_promotes_refuses_and_rolls_back_on_a_server(mlflow_server, project
     assert "gate.rolled_back" in client.get_model_version(cfg.model_name, v3).tags
     assert cli.main(["rollback"]) == 2
     assert "no previous champion" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_promoters_racing_over_http_leave_one_champion_the_best(mlflow_server):
+    """Five promoters in separate processes (pods reach MLflow only over HTTP), released at once,
+    candidates of different scores, one NaN and one without a score: the promotion lock serialises
+    them through the server; exactly one champion, the best; the history complete; every decision
+    recorded."""
+    url, name = mlflow_server.url, "lpr-encoder-race-http"
+    scores = {register_dummy(url, name, s): s for s in (0.31, 0.58, 0.47, math.nan, None)}
+    verdicts = race([(url, name, v) for v in scores])
+    assert set(verdicts) == set(scores)
+    tags = check_race_outcome(url, name, scores)
+    waited = sorted(float(t["gate.lock_waited_s"]) for t in tags.values())
+    assert waited[-2] > 0.1, f"the promoters never queued for the lock: {waited}"
