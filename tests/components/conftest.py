@@ -15,8 +15,10 @@ def s3():
     The variables are the ones the pods get from the DVC remote's secret (``AWS_*``), so DVC's S3
     remote, s3fs and boto3 all use it; a fresh bucket per module.
     """
+    import s3fs
     from moto.server import ThreadedMotoServer
 
+    s3fs.S3FileSystem.clear_instance_cache()  # clients made for another module's server
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -36,4 +38,5 @@ def s3():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        s3fs.S3FileSystem.clear_instance_cache()
         server.stop()
