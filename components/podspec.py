@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.orchestration import RUN_ID_ENV, TRIGGER_ENV
+
 if TYPE_CHECKING:
     from lpr_core.dvcgraph import Stage
 
@@ -444,8 +446,6 @@ def encoder_trainjob(rt: Runtime, run_id: str = "manual", num_nodes: int | None 
         data_url: the run's data URL.
         module: the stage's entry point module (``python -m <module>`` in its cmd).
     """
-    from components.orchestration import RUN_ID_ENV, TRIGGER_ENV
-
     if stage is None:
         from lpr_core.dvcgraph import load_stages
 
