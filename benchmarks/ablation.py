@@ -165,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from lpr_core.config import load_params
     from lpr_core.data.datasets import ManifestImages, frame_boxes_lookup
+    from lpr_core.evaluation.retrieval import score_clips
+    from lpr_core.inputs import read_table
     from lpr_core.models.detector import load_detector, query_frame_boxes
     from lpr_core.models.encoder import load_encoder
     from lpr_core.stages import train_detector, train_encoder
-    from lpr_core.training.stage_common import read_table, score_clips
 
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [n for n in names if n not in VARIANTS]
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     gt, galleries = test_truth(prepared)
     test_frames = ManifestImages.from_download(download, "test", "frames")
     test_images = ManifestImages.from_download(download, "test", "images")
-    gt_boxes = frame_boxes_lookup(read_table(prepared, "test_frame_boxes"), test_frames)
+    gt_boxes = frame_boxes_lookup(read_table(prepared / "test_frame_boxes.parquet"), test_frames)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {cores} cores, load average {os.getloadavg()[0]:.1f} at start")
 

@@ -11,9 +11,16 @@ same URL list, with the same img2dataset settings (``img2dataset_kwargs`` of the
 Both run as fresh processes into fresh output directories, alternating over ``--repeats``; the
 medians are compared. Goal: the stage adds at most 10% to img2dataset's own time.
 
-    python benchmarks/download_overhead.py [--size demo] [--list train_frame_urls] [--repeats 1]
+Then the cost of the fetch guard alone (:mod:`lpr_core.data.fetch_guard`, through which both
+img2dataset's fetches and the retry pass's go): ``--fetches`` sequential GETs of the same URLs
+from one thread, in alternating blocks, with ``urllib.request.urlopen`` (what img2dataset uses
+unguarded) and with ``guarded_get``; the medians of the blocks' per-fetch times are compared.
 
-Last line: ``RESULT seconds=<stage> baseline_seconds=<img2dataset> overhead_pct=<p>``.
+    python benchmarks/download_overhead.py [--size demo] [--list train_frame_urls] [--repeats 1]
+                                           [--fetches 2000]
+
+Last line: ``RESULT seconds=<stage> baseline_seconds=<img2dataset> overhead_pct=<p>
+guard_fetch_ms=<guarded GET> urllib_fetch_ms=<plain GET>``.
 """
 
 from __future__ import annotations
@@ -61,6 +68,31 @@ def timed(cmd: list[str], log: Path, env: dict) -> float:
     return seconds
 
 
+def fetch_cost(urls: list[str], fetches: int, params: DownloadParams, block: int = 100) -> tuple[float, float]:
+    """Median milliseconds per GET over alternating blocks: ``(guarded, plain urllib)``."""
+    import urllib.request
+
+    from lpr_core.data.download import USER_AGENT
+    from lpr_core.data.fetch_guard import guarded_get
+
+    def plain(url: str) -> bytes:
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        with urllib.request.urlopen(request, timeout=params.timeout) as response:  # noqa: S310 - loopback
+            return response.read()
+
+    def guarded(url: str) -> bytes:
+        return guarded_get(url, params.fetch_policy, params.timeout, USER_AGENT)
+
+    times: dict[str, list[float]] = {"guarded": [], "plain": []}
+    for i in range(max(1, fetches // (2 * block))):
+        for name, get in (("guarded", guarded), ("plain", plain))[:: 1 if i % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            for j in range(block):
+                get(urls[(i * block + j) % len(urls)])
+            times[name].append(1000 * (time.perf_counter() - t0) / block)
+    return statistics.median(times["guarded"]), statistics.median(times["plain"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="demo", help="synthetic world size (default demo)")
@@ -69,6 +101,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each (default 1)")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="download parameters")
     parser.add_argument("--work", type=Path, help="work directory (default: a temporary one, removed)")
+    parser.add_argument("--fetches", type=int, default=2000, help="GETs for the guard's cost (0: skip)")
     args = parser.parse_args()
 
     from lpr_core.synth import ImageServer, generate_world
@@ -126,6 +159,11 @@ def main() -> int:
                         print(f"  stage:       {stage_times[-1]:.1f} s (img2dataset inside "
                               f"{summary['img2dataset_seconds']:.1f} s, after it {summary['post_seconds']:.2f} s)",
                               flush=True)
+            guard_ms = plain_ms = float("nan")
+            if args.fetches > 0:
+                guard_ms, plain_ms = fetch_cost([server.url_prefix + s for s in stems], args.fetches, params)
+                print(f"  one GET from one thread: {guard_ms:.3f} ms through the fetch guard, {plain_ms:.3f} ms "
+                      "with urllib.request.urlopen", flush=True)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -135,7 +173,8 @@ def main() -> int:
     overhead = 100.0 * (stage - base) / base
     print(f"median stage {stage:.2f} s, median img2dataset {base:.2f} s, stage work after img2dataset "
           f"{post:.2f} s ({100 * post / base:.1f}% of img2dataset)")
-    print(f"RESULT seconds={stage:.2f} baseline_seconds={base:.2f} overhead_pct={overhead:.1f}")
+    print(f"RESULT seconds={stage:.2f} baseline_seconds={base:.2f} overhead_pct={overhead:.1f} "
+          f"guard_fetch_ms={guard_ms:.3f} urllib_fetch_ms={plain_ms:.3f}")
     return 0
 
 

@@ -37,9 +37,13 @@ __all__ = [
     "is_image_id",
     "is_clip_id",
     "is_frame_id",
+    "UUID_PATTERN",
 ]
 
-_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+#: A live_id or image_id, unanchored: the one spelling of the UUID grammar for every regex of the
+#: project (compose it, e.g. ``rf"(?:{UUID_PATTERN}\n)*"``, rather than writing it again).
+UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID = UUID_PATTERN
 _MS = r"(?:0|[1-9][0-9]{0,15})"
 # ``\Z``, not ``$``: ``$`` also matches before a trailing newline, which would let "id\n" through.
 UUID_RE = re.compile(rf"^{_UUID}\Z")

@@ -59,8 +59,8 @@ SECTION_PARAMS: dict[str, str] = {
     "prepare": "lpr_core.data.prepare:PrepareParams",
     "train_detector": "lpr_core.training.tasks:TrainDetectorParams",
     "train_encoder": "lpr_core.training.tasks:TrainEncoderParams",
-    "index_gallery": "lpr_core.stages.index_gallery:IndexGalleryParams",
-    "evaluate": "lpr_core.stages.evaluate:EvaluateParams",
+    "index_gallery": "lpr_core.index.build:IndexGalleryParams",
+    "evaluate": "lpr_core.evaluation.params:EvaluateParams",
     "promote": "lpr_core.tracking.gate:GateConfig",
 }
 #: Where ``--preset NAME`` looks, relative to the params file's directory.

@@ -18,46 +18,67 @@ found in the URL directory, :func:`download_all`:
    threaded urllib client with ``retry_pass.attempts`` and exponential ``retry_pass.backoff``,
    a strict decode, then img2dataset's own ``Resizer`` with the same settings, so a recovered
    sample is resized and encoded exactly as img2dataset would have; it is written, temp then
-   rename, to ``<out>/<split>_<kind>/retried/<id>.jpg``;
+   rename, to ``<out>/<split>_<kind>/retried/<id>.jpg``. A URL the fetch guard refused is not
+   retried while its refusal stands under the current settings;
 5. writes ``<out>/manifests/<split>_<kind>.parquet`` (temp then rename) listing every input URL
    once, and ``<out>/download_summary.json``.
 
+Safety: every fetch, img2dataset's (in its worker processes, whatever the distributor) and the
+retry pass's, goes through :mod:`lpr_core.data.fetch_guard`: destinations outside the public
+internet are refused unless ``allow_private_networks`` allows them (checked for every resolved
+address and again after each redirect), a response is capped at ``max_response_bytes`` and one
+fetch at ``max_fetch_seconds``. Refused URLs are failed rows with their own reasons
+(``refused_private_address``, ``too_large``, ``too_slow``), counted apart in the summary.
+
 Restartable: every file this module writes is written to a temporary name and renamed; shards
 come from img2dataset's incremental mode. If the stage process is killed (even ``SIGKILL``), a
-small guard process kills the img2dataset worker processes (and their server) it left behind,
-so a rerun never races with orphans writing the same shard. The output directory is locked against a second
-concurrent run.
+small guard process kills the img2dataset worker processes (and their server, and a Spark
+session's JVM and workers) it left behind, so a rerun never races with orphans writing the same
+shard. The output directory is locked against a second concurrent run.
 
 Scale: ``distributor: multiprocessing`` runs img2dataset's workers on this machine. For many
-machines img2dataset offers ``pyspark`` (the shards run as Spark tasks: create the SparkSession
-of your cluster before the stage runs, or img2dataset starts a local one with ``processes``
-cores) and ``ray`` (shards run as Ray tasks: start or join the cluster with ``ray.init`` /
-``RAY_ADDRESS`` first). Both need their package installed, and the output directory must then be
-a filesystem that every worker and this process see at the same path (e.g. a shared volume),
-because the manifest is built from the shard files.
+machines, ``pyspark`` runs each shard as a Spark task on the run's SparkSession
+(:mod:`lpr_core.data.download_spark`: the caller's active session, else one on the master the
+environment names, else ``local[processes]``); failed shards are retried by img2dataset. ``ray``
+runs shards as Ray tasks (``ray.init`` / ``RAY_ADDRESS`` first; img2dataset ignores failed shards
+there, the retry pass then fetches their URLs one by one). Either way every worker must see the
+output directory at the same path, because the manifest is built from the shard files; see
+``docs/kubernetes.md`` for a cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
 import math
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from lpr_core.data.fetch_guard import (
+    Disallowed,
+    FetchPolicy,
+    FetchRefused,
+    guarded_distributors,
+    guarded_get,
+    refusal_stands,
+)
 from lpr_core.data.manifest import (
+    REFUSAL_REASONS,
     Outcome,
     build_manifest,
     check_jpeg,
@@ -74,6 +95,7 @@ from lpr_core.data.manifest import (
 from lpr_core.formats.schema import FILE_PATTERNS, URL_LISTS
 
 if TYPE_CHECKING:
+    from lpr_core.data.download_spark import DownloadSpark
     from lpr_core.data.download_workers import WorkerServer
 
 __all__ = [
@@ -152,6 +174,13 @@ class DownloadParams:
         encode_quality: JPEG quality of the stored samples.
         disallowed_header_directives: X-Robots-Tag directives that make img2dataset skip an
             image; empty so that server or CDN headers do not drop LPR4M samples.
+        allow_private_networks: destinations outside the public internet (loopback, private,
+            link-local...) that fetches may reach: ``False`` none (real data), ``True`` all (the
+            demo's loopback server), or a list of networks (``["127.0.0.0/8"]``). Checked on
+            every connection, redirects included (:mod:`lpr_core.data.fetch_guard`).
+        max_response_bytes: a larger response is refused (reason ``too_large``).
+        max_fetch_seconds: one fetch (connects, redirects, every read) taking longer is cut off
+            (reason ``too_slow``); at least ``timeout``.
         retry_pass: the per-sample retry pass.
         verify_stored: check every stored JPEG (SOI/EOI markers, size) before trusting it.
     """
@@ -168,6 +197,9 @@ class DownloadParams:
     distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
     encode_quality: int = 95
     disallowed_header_directives: tuple[str, ...] = ()
+    allow_private_networks: bool | tuple[str, ...] = False
+    max_response_bytes: int = 16 << 20
+    max_fetch_seconds: float = 60.0
     retry_pass: RetryPassParams = field(default_factory=RetryPassParams)
     verify_stored: bool = True
 
@@ -181,6 +213,15 @@ class DownloadParams:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         if not 0 <= self.encode_quality <= 100:
             raise ValueError(f"encode_quality must be in [0, 100], got {self.encode_quality}")
+        if self.max_fetch_seconds < self.timeout:
+            raise ValueError(f"max_fetch_seconds ({self.max_fetch_seconds:g}) must be >= timeout ({self.timeout:g}): "
+                             "one fetch may wait a whole timeout")
+        self.fetch_policy  # noqa: B018 - checks the guard's settings (a bad network is a ValueError)
+
+    @functools.cached_property
+    def fetch_policy(self) -> FetchPolicy:
+        """The fetch guard's settings."""
+        return FetchPolicy(self.allow_private_networks, self.max_response_bytes, self.max_fetch_seconds)
 
 
 # ----------------------------------------------------------------------------------- URL lists
@@ -343,21 +384,29 @@ def _check_distributor(name: str) -> None:
 
 
 def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, params: DownloadParams,
-                    log: Callable[[str], None] = print, workers: WorkerServer | None = None) -> float:
+                    log: Callable[[str], None] = print, workers: WorkerServer | None = None,
+                    spark: DownloadSpark | None = None) -> float:
     """Run img2dataset on one list unless all its shards are complete.
 
-    Must run in the main thread (img2dataset installs a SIGINT handler; it is restored after).
+    Every fetch of img2dataset's workers goes through the fetch guard
+    (:func:`lpr_core.data.fetch_guard.guarded_distributors`, ``params.fetch_policy``). Must run
+    in the main thread (img2dataset installs a SIGINT handler; it is restored after).
 
     Args:
-        workers: with the ``multiprocessing`` distributor, start img2dataset's worker and logger
-            processes from this server (:mod:`lpr_core.data.download_workers`: img2dataset is
-            imported once per server, not once per process); None: img2dataset spawns them.
+        workers: start img2dataset's logger process and, with the ``multiprocessing``
+            distributor, its pool workers from this server (:mod:`lpr_core.data.download_workers`:
+            img2dataset is imported once per server, not once per process); None: img2dataset
+            spawns them.
+        spark: with the ``pyspark`` distributor, the run's session
+            (:class:`lpr_core.data.download_spark.DownloadSpark`); None: one made and stopped
+            for this call.
 
     Returns:
         img2dataset's wall time in seconds (0 when skipped).
 
     Raises:
         KeyboardInterrupt: when img2dataset was interrupted (it would otherwise exit with 0).
+        DownloadError: when the distributor's package or Spark session is unavailable.
     """
     folder = Path(folder)
     expected = math.ceil(n_urls / params.number_sample_per_shard)
@@ -367,7 +416,7 @@ def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, par
         return 0.0
     _check_distributor(params.distributor)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check (no network)
-    forked = workers is not None and params.distributor == "multiprocessing"
+    forked = workers is not None and params.distributor in ("multiprocessing", "pyspark")
     if forked:
         workers.start()  # type: ignore[union-attr]  # the server imports img2dataset meanwhile
     import img2dataset
@@ -381,7 +430,20 @@ def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, par
     old_handler = signal.getsignal(signal.SIGINT) if main_thread else None
     t0 = time.perf_counter()
     try:
-        with forked_workers(workers) if forked else contextlib.nullcontext():  # type: ignore[arg-type]
+        with contextlib.ExitStack() as stack:
+            if params.distributor == "pyspark":
+                from lpr_core.data.download_spark import DownloadSpark, SparkSessionError
+
+                if spark is None:
+                    spark = DownloadSpark(params.processes, log=log)
+                    stack.callback(spark.stop)
+                try:
+                    spark.get()  # img2dataset's distributor runs on the active session
+                except SparkSessionError as exc:
+                    raise DownloadError(f"{folder.name}: {exc}") from None
+            if forked:
+                stack.enter_context(forked_workers(workers))  # type: ignore[arg-type]
+            stack.enter_context(guarded_distributors(params.fetch_policy))
             img2dataset.download(**img2dataset_kwargs(input_path, folder, params))
     except SystemExit:
         # img2dataset's SIGINT handler calls sys.exit(0): an interrupt must not look like success
@@ -395,27 +457,31 @@ def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, par
 # -------------------------------------------------------------------------------- retry pass
 
 
-def fetch(url: str, timeout: float, disallowed: tuple[str, ...] = ()) -> tuple[bytes | None, str | None]:
-    """GET one URL like img2dataset does (same User-Agent and X-Robots-Tag rule).
+def fetch(url: str, timeout: float, disallowed: tuple[str, ...] = (),
+          policy: FetchPolicy = FetchPolicy()) -> tuple[bytes | None, str | None]:
+    """GET one URL like img2dataset does (same User-Agent and X-Robots-Tag rule), through the guard.
+
+    Args:
+        url: the URL.
+        timeout: seconds any one socket operation may wait.
+        disallowed: X-Robots-Tag directives that refuse the image.
+        policy: the fetch guard's settings (:attr:`DownloadParams.fetch_policy`); the default
+            refuses every non-public destination.
 
     Returns:
-        ``(body, None)`` or ``(None, "<reason>: <message>")``.
+        ``(body, None)`` or ``(None, "<reason>: <message>")``; a refusal's reason is one of
+        :data:`~lpr_core.data.manifest.REFUSAL_REASONS`.
     """
-    import urllib.error
-    import urllib.request
-
     if not url.startswith(_SCHEMES):
         return None, format_error(f"unsupported URL scheme in {url!r}", "other")
     if disallowed:
         os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # importing img2dataset imports it
-        from img2dataset.downloader import is_disallowed
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, above
-            if disallowed:
-                if is_disallowed(response.headers, None, {d.strip().lower() for d in disallowed}):
-                    return None, format_error("Use of image disallowed by X-Robots-Tag directive")
-            return response.read(), None
+        return guarded_get(url, policy, timeout, USER_AGENT, {d.strip().lower() for d in disallowed} or None), None
+    except FetchRefused as exc:
+        return None, format_error(str(exc), exc.reason)
+    except Disallowed as exc:
+        return None, format_error(str(exc))
     except urllib.error.HTTPError as exc:
         return None, format_error(f"HTTP Error {exc.code}: {exc.reason}", f"http_{exc.code}")
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, none may escape a worker
@@ -444,6 +510,7 @@ def make_resizer(params: DownloadParams):
 # img2dataset's Resizer silences C-level output by swapping file descriptors 1 and 2 with dup2:
 # two threads inside it at once can leave stdout redirected for good. One at a time.
 _RESIZE_LOCK = threading.Lock()
+_OBJECT_AT = re.compile(r" at 0x[0-9a-fA-F]+>")
 
 
 def process_image(data: bytes, resizer) -> tuple[bytes, int, int, int, int] | str:
@@ -463,7 +530,8 @@ def process_image(data: bytes, resizer) -> tuple[bytes, int, int, int, int] | st
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # a full decode: a truncated JPEG raises here
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
-        return format_error(f"{type(exc).__name__}: {exc}", "decode")
+        # without the object's address ("<_io.BytesIO object at 0x...>"): manifests must not vary
+        return format_error(f"{type(exc).__name__}: {_OBJECT_AT.sub('>', str(exc))}", "decode")
     with _RESIZE_LOCK:
         img, width, height, original_width, original_height, err = resizer(io.BytesIO(data))
     if err is not None or img is None:
@@ -480,7 +548,7 @@ def _retryable(error: str | None) -> bool:
     if reason.startswith("http_"):
         code = int(reason[5:]) if reason[5:].isdigit() else 0
         return code >= 500 or code in (408, 425, 429)
-    return reason not in ("disallowed", "filtered")
+    return reason not in ("disallowed", "filtered", *REFUSAL_REASONS)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -500,7 +568,7 @@ def _recover(url: str, item_id: str, folder: Path, rel: str, params: DownloadPar
     for attempt in range(1, rp.attempts + 1):
         if attempt > 1:
             time.sleep(rp.backoff * 2 ** (attempt - 2))
-        data, error = fetch(url, params.timeout, params.disallowed_header_directives)
+        data, error = fetch(url, params.timeout, params.disallowed_header_directives, params.fetch_policy)
         if data is not None:
             result = process_image(data, resizer)
             if isinstance(result, str):
@@ -603,20 +671,22 @@ def retry_pass(
 
 
 def download_list(url_list: UrlList, out_root: str | Path, params: DownloadParams, *, progress: bool = True,
-                  log: Callable[[str], None] = print, workers: WorkerServer | None = None) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, workers: WorkerServer | None = None,
+                  spark: DownloadSpark | None = None) -> dict[str, Any]:
     """Download one URL list, retry its failures and write its manifest.
 
-    ``workers``: see :func:`run_img2dataset`.
+    ``workers``, ``spark``: see :func:`run_img2dataset`.
 
     Returns:
-        The list's summary: counts (total, success, recovered_by_retry, failed, failed_by_reason),
-        timings and the manifest path relative to ``out_root``.
+        The list's summary: counts (total, success, recovered_by_retry, failed, failed_by_reason,
+        and of the failed, refused and refused_by_reason: the fetches the guard refused), timings
+        and the manifest path relative to ``out_root``.
     """
     out_root = Path(out_root)
     folder = out_root / url_list.folder_name
     folder.mkdir(parents=True, exist_ok=True)
     input_path = prepare_input(url_list, folder, params)
-    i2d_seconds = run_img2dataset(input_path, folder, len(url_list.urls), params, log, workers)
+    i2d_seconds = run_img2dataset(input_path, folder, len(url_list.urls), params, log, workers, spark)
 
     t0 = time.perf_counter()
     expected = dict.fromkeys(url_list.urls)
@@ -626,7 +696,12 @@ def download_list(url_list: UrlList, out_root: str | Path, params: DownloadParam
         corrupt = verify_stored(out_root, outcomes.values(), params.thread_count, progress)
         for url, error in corrupt.items():
             outcomes[url] = Outcome(url, "failed", error=error, source="img2dataset")
-    todo = [(u, url_to_id(url_list.kind, u)) for u in url_list.urls if not (u in outcomes and outcomes[u].ok)]
+    failed = [u for u in url_list.urls if not (u in outcomes and outcomes[u].ok)]
+    # a URL the guard refused is not asked again while its refusal stands under these settings
+    refused = {u for u in failed if u in outcomes and refusal_stands(outcomes[u].error, params.fetch_policy)}
+    if refused:
+        log(f"{url_list.folder_name}: {len(refused)} URL(s) refused by the fetch guard, not retried")
+    todo = [(u, url_to_id(url_list.kind, u)) for u in failed if u not in refused]
     retried_count = 0
     if todo and params.retry_pass.attempts > 0:
         log(f"{url_list.folder_name}: retrying {len(todo)} failed URL(s) one by one")
@@ -635,12 +710,16 @@ def download_list(url_list: UrlList, out_root: str | Path, params: DownloadParam
     table = build_manifest(url_list.kind, url_list.urls, outcomes)
     manifest = write_table_atomic(table, out_root / MANIFEST_DIR / f"{url_list.folder_name}.parquet")
     post_seconds = time.perf_counter() - t0
+    counts = count_outcomes(url_list.urls, outcomes)
+    refused_by_reason = {r: n for r, n in counts["failed_by_reason"].items() if r in REFUSAL_REASONS}  # type: ignore[attr-defined]
     summary: dict[str, Any] = {
         "split": url_list.split,
         "kind": url_list.kind,
         "source": url_list.path.name,
         "manifest": manifest.relative_to(out_root).as_posix(),
-        **count_outcomes(url_list.urls, outcomes),
+        **counts,
+        "refused": sum(refused_by_reason.values()),
+        "refused_by_reason": refused_by_reason,
         "duplicates_dropped": url_list.duplicates,
         "stored_corrupt": len(corrupt),
         "retried": retried_count,
@@ -770,17 +849,21 @@ def download_all(urls_dir: str | Path, out_dir: str | Path, params: DownloadPara
         if lists[name].duplicates:
             log(f"{name}: {lists[name].duplicates} duplicate URL(s) in {path.name} dropped")
     out_dir.mkdir(parents=True, exist_ok=True)
+    from lpr_core.data.download_spark import DownloadSpark
     from lpr_core.data.download_workers import WorkerServer
 
     with _exclusive(out_dir), orphan_guard():
         # img2dataset's processes of every list fork from one server started (lazily) in this
-        # guard: they carry its token, and img2dataset is imported once, not thrice per list
+        # guard: they carry its token, and img2dataset is imported once, not thrice per list.
+        # With pyspark, one session (started lazily, in the guard too) serves every list.
         workers = WorkerServer()
+        spark = DownloadSpark(params.processes, progress=progress, log=log)
         try:
             for name, url_list in lists.items():
                 summary["lists"][name] = download_list(url_list, out_dir, params, progress=progress, log=log,
-                                                       workers=workers)
+                                                       workers=workers, spark=spark)
         finally:
+            spark.stop()
             workers.stop()
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     from lpr_core.formats.writers import atomic_write_text
@@ -791,14 +874,15 @@ def download_all(urls_dir: str | Path, out_dir: str | Path, params: DownloadPara
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A readable table of a :func:`download_all` summary."""
-    lines = [f"{'list':<18} {'total':>8} {'success':>8} {'recovered':>9} {'failed':>7}  failed by reason"]
+    lines = [f"{'list':<18} {'total':>8} {'success':>8} {'recovered':>9} {'failed':>7} {'refused':>7}  "
+             "failed by reason"]
     for name, s in summary["lists"].items():
         if "skipped" in s:
             lines.append(f"{name:<18} skipped: {s['skipped']}")
             continue
         reasons = ", ".join(f"{k} {v}" for k, v in s["failed_by_reason"].items()) or "-"
         lines.append(f"{name:<18} {s['total']:>8} {s['success']:>8} {s['recovered_by_retry']:>9} "
-                     f"{s['failed']:>7}  {reasons}")
+                     f"{s['failed']:>7} {s.get('refused', 0):>7}  {reasons}")
     if "seconds" in summary:
         lines.append(f"done in {summary['seconds']:.1f} s")
     return "\n".join(lines)

@@ -26,8 +26,8 @@ from multiprocessing.context import BaseContext, reduction, set_spawning_popen
 
 __all__ = ["WorkerServer", "forked_workers", "PRELOAD"]
 
-#: Modules the server imports once, before it forks any process (the workers unpickle classes of both).
-PRELOAD = ("img2dataset", __name__)
+#: Modules the server imports once, before it forks any process (the workers unpickle classes of each).
+PRELOAD = ("img2dataset", "lpr_core.data.fetch_guard", __name__)
 
 # the server of the img2dataset call in progress (set by forked_workers, main thread only)
 _active: WorkerServer | None = None

@@ -14,7 +14,8 @@ exactly once, with :data:`~lpr_core.formats.schema.FRAME_MANIFEST_SCHEMA` or
   inside a webdataset tar (a sample recovered by the retry pass is a plain file,
   ``<split>_<kind>/retried/<id>.jpg``, in both formats).
 - ``status`` is ``success`` or ``failed``; ``error`` of a failed row reads ``<reason>: <detail>``,
-  ``reason`` one of :data:`REASONS` (``http_404``, ``timeout``, ``decode``...).
+  ``reason`` one of :data:`REASONS` (``http_404``, ``timeout``, ``decode``...). A fetch the
+  download's guard refused is never a success; its reason is one of :data:`REFUSAL_REASONS`.
 - ``sha256`` is img2dataset's: the hash of the bytes as the server sent them (before resizing).
 - ``width`` / ``height`` are the stored JPEG's, ``original_*`` the source's (for box mapping,
   see :mod:`lpr_core.data.boxes`).
@@ -46,6 +47,7 @@ __all__ = [
     "ManifestError",
     "Outcome",
     "REASONS",
+    "REFUSAL_REASONS",
     "SHARD_COLUMNS",
     "classify_error",
     "format_error",
@@ -86,8 +88,15 @@ REASONS = (
     "filtered",
     "corrupt_output",
     "missing",
+    "refused_private_address",
+    "too_large",
+    "too_slow",
     "other",
 )
+#: Reasons of a fetch the download's guard refused (:mod:`lpr_core.data.fetch_guard`): a
+#: destination in a private, loopback or link-local range, a response over the size cap, a fetch
+#: over the time cap. Counted apart from ordinary failures and not retried while they stand.
+REFUSAL_REASONS = ("refused_private_address", "too_large", "too_slow")
 _SHARD_RE = re.compile(r"^(\d+)\.parquet$")
 _HTTP_RE = re.compile(r"HTTP Error (\d{3})")
 
@@ -140,10 +149,14 @@ def classify_error(message: str | None) -> str:
 
     Returns:
         ``http_<status>``, ``timeout``, ``connection``, ``incomplete``, ``decode``,
-        ``disallowed``, ``filtered`` or ``other``.
+        ``disallowed``, ``filtered``, one of :data:`REFUSAL_REASONS` (the guard's messages start
+        with their reason) or ``other``.
     """
     text = (message or "").strip()
     low = text.lower()
+    refusal = low.split(":", 1)[0]
+    if refusal in REFUSAL_REASONS and ":" in low:
+        return refusal
     m = _HTTP_RE.search(text)
     if m:
         return f"http_{m.group(1)}"
@@ -164,9 +177,15 @@ def classify_error(message: str | None) -> str:
 
 
 def format_error(message: str | None, reason: str | None = None) -> str:
-    """``"<reason>: <message>"`` with the reason classified from the message when not given."""
+    """``"<reason>: <message>"`` with the reason classified from the message when not given.
+
+    A message that already starts with its reason (the fetch guard's) is not prefixed twice.
+    """
     text = " ".join((message or "unknown error").split())
-    return f"{reason or classify_error(text)}: {text}"
+    reason = reason or classify_error(text)
+    if reason in REFUSAL_REASONS and text.startswith(f"{reason}: "):
+        return text
+    return f"{reason}: {text}"
 
 
 def error_reason(error: str | None) -> str:

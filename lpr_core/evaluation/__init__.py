@@ -9,7 +9,11 @@ Pipeline of the ``evaluate`` stage::
     write_metrics("metrics.json", summary, ci)    # {"test/rank1": ...}
     write_rank_k_curve(...); write_slice_tables(...); write_report(..., render_report(...))
 
-See :mod:`lpr_core.evaluation.ranking` for the tie rule and edge cases.
+See :mod:`lpr_core.evaluation.ranking` for the tie rule and edge cases. The ``evaluate`` stage's
+whole run (embedding the queries, crops, the saved gallery, report, candidate) is
+:func:`lpr_core.evaluation.run.evaluate`; training validation scores clips end to end with
+:func:`lpr_core.evaluation.retrieval.score_clips`. Those modules import torch and are not
+re-exported here.
 """
 
 from lpr_core.evaluation.bootstrap import bootstrap_ci, metric_cis
@@ -27,6 +31,7 @@ from lpr_core.evaluation.ranking import (
     Gallery,
     QueryResults,
     check_ground_truth,
+    galleries_from_embeddings,
     score_embeddings,
     score_predictions,
     top_k_predictions,
@@ -61,6 +66,7 @@ __all__ = [
     "check_ground_truth",
     "check_predictions_in_galleries",
     "dvc_metrics",
+    "galleries_from_embeddings",
     "load_galleries",
     "load_ground_truth",
     "load_predictions",

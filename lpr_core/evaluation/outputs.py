@@ -6,8 +6,10 @@
 - :func:`write_slice_tables`: one CSV per slice column (``<dir>/<column>.csv``: value,
   num_queries, each metric with its interval); a ``bar_horizontal`` plot with ``x: rank1, y: value``.
 - :func:`write_per_query`: one row per query (rank, AP, ...) for drill-down and comparison of runs.
+- :func:`metrics_dict`: the ``evaluate`` stage's metrics (headline, bounds, counts, slices) with
+  names safe for MLflow and DVC; :func:`predictions_json`: the official prediction file.
 
-Every file is written to a temporary name and renamed into place.
+Every file is written atomically (:mod:`lpr_core.io`).
 """
 
 from __future__ import annotations
@@ -17,46 +19,29 @@ import io
 import json
 import math
 import os
-import tempfile
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lpr_core.evaluation.metrics import rank_k_curve
 from lpr_core.evaluation.ranking import QueryResults
-from lpr_core.evaluation.slices import SliceMetrics
+from lpr_core.evaluation.slices import LIVESTREAM, MISSING_LABEL, SliceMetrics
+from lpr_core.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from lpr_core.evaluation.scoring import Evaluation
 
 __all__ = [
     "dvc_metrics",
-    "write_text_atomic",
+    "metrics_dict",
+    "predictions_json",
     "write_json",
     "write_metrics",
     "write_rank_k_curve",
     "write_slice_tables",
     "write_per_query",
 ]
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _jsonable(value: Any) -> Any:
@@ -72,7 +57,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON (non-finite floats as null), atomically."""
-    return write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
 def dvc_metrics(
@@ -107,7 +92,7 @@ def _table(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    return write_text_atomic(path, buf.getvalue())
+    return atomic_write_text(path, buf.getvalue())
 
 
 def write_rank_k_curve(path: str | os.PathLike[str], results: QueryResults, *, max_k: int = 20) -> Path:
@@ -178,3 +163,54 @@ def write_per_query(path: str | os.PathLike[str], results: QueryResults) -> Path
     ]
     header = ("query_id", "live_id", "rank", "average_precision", "has_prediction", "num_gt", "num_gt_ranked")
     return _table(Path(path), header, rows)
+
+
+_UNSAFE_KEY = re.compile(r"[^\w.\- ]+")
+
+
+def _key_part(value: str) -> str:
+    """A slice column or value as one segment of an MLflow/DVC metric name: only word characters,
+    ``.``, ``-`` and spaces; never empty, ``.`` or ``..`` (MLflow refuses those paths)."""
+    if value == MISSING_LABEL:
+        return "missing"
+    part = _UNSAFE_KEY.sub("_", value).strip()
+    return part if part.strip(".") else part.replace(".", "_") or "_"
+
+
+def metrics_dict(evaluation: Evaluation, *, num_without_frames: int = 0, split: str = "test") -> dict[str, float]:
+    """The metrics file: headline metrics with bounds, counts, slice metrics (not per livestream)
+    as ``split/<column>/<value>/<metric>`` and the index agreement.
+
+    Args:
+        evaluation: what :func:`lpr_core.evaluation.scoring.evaluate_embeddings` returned.
+        num_without_frames: queries that had no downloaded frame (recorded as a count).
+        split: the metric names' prefix.
+    """
+    out: dict[str, float] = dict(dvc_metrics(evaluation.summary, evaluation.ci, split=split))
+    out[f"{split}/num_queries_without_frames"] = num_without_frames
+    out[f"{split}/index_agreement"] = evaluation.index_agreement
+    taken: dict[str, str] = {}
+    for row in evaluation.slices:
+        if row.column == LIVESTREAM:
+            continue
+        prefix = f"{split}/{_key_part(row.column)}/{_key_part(row.value)}"
+        base, n = prefix, 1
+        while taken.setdefault(prefix, f"{row.column}={row.value}") != f"{row.column}={row.value}":
+            n += 1  # two labels that read the same once made safe ("a/b", "a_b") keep apart
+            prefix = f"{base}_{n}"
+        for name, value in row.metrics.items():
+            out[f"{prefix}/{name}"] = value
+        out[f"{prefix}/num_queries"] = row.num_queries
+    return out
+
+
+def predictions_json(predictions: Mapping[str, Sequence[tuple[str, float]]], top_k: int = 10) -> str:
+    """The official prediction file ``{video_id: [[image_id, score], ...]}``, one query per line.
+
+    Scores keep 6 decimals: rounding is monotonic, so each list stays best first.
+    """
+    lines = [
+        f"{json.dumps(q)}: {json.dumps([[i, round(float(s), 6)] for i, s in p[:top_k]])}"
+        for q, p in predictions.items()
+    ]
+    return "{\n" + ",\n".join(lines) + ("\n}\n" if lines else "}\n")

@@ -43,6 +43,7 @@ from lpr_core.ids import CLIP_RE, UUID_RE, parse_clip_id, parse_image_id
 __all__ = [
     "MISS",
     "Gallery",
+    "galleries_from_embeddings",
     "QueryResults",
     "Prediction",
     "check_ground_truth",
@@ -72,6 +73,27 @@ class Gallery(NamedTuple):
 
     image_ids: Sequence[str]
     embeddings: np.ndarray
+
+
+def galleries_from_embeddings(
+    galleries: Mapping[str, Sequence[str]], image_ids: Sequence[str], embeddings: np.ndarray
+) -> dict[str, Gallery]:
+    """``live_id -> Gallery`` of the images that have an embedding, in gallery order.
+
+    Args:
+        galleries: ``live_id -> [image_id, ...]``.
+        image_ids: the ``N`` embedded images (row order of ``embeddings``).
+        embeddings: ``(N, d)`` float32.
+
+    Images without an embedding (not downloaded) are left out: they can never be retrieved.
+    """
+    row = {image_id: i for i, image_id in enumerate(image_ids)}
+    out: dict[str, Gallery] = {}
+    for live_id, ids in galleries.items():
+        kept = [i for i in ids if i in row]
+        emb = embeddings[[row[i] for i in kept]] if kept else np.zeros((0, embeddings.shape[1]), np.float32)
+        out[live_id] = Gallery(kept, emb)
+    return out
 
 
 @dataclass(frozen=True, eq=False)

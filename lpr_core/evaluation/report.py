@@ -7,13 +7,14 @@ when the ground truth is not among them, the ground-truth image with its rank.
 
 Everything is embedded (charts as PNG, images as JPEG thumbnails, both base64), so the single
 file can be attached to an MLflow run or mailed. Image paths come from the caller; an image that
-cannot be read shows as a grey "missing" box instead of failing the report.
+cannot be read shows as a grey "missing" box instead of failing the report. The page is the
+Jinja2 template ``templates/report.html.j2`` (autoescaped: ids, titles and labels are always
+text); this module computes what it shows.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import os
@@ -22,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from PIL import Image, UnidentifiedImageError
 
-from lpr_core.evaluation.outputs import write_text_atomic
 from lpr_core.evaluation.ranking import QueryResults
 from lpr_core.evaluation.slices import SliceMetrics
+from lpr_core.io import atomic_write_text
 
 __all__ = ["RetrievalExample", "select_examples", "make_examples", "render_report", "write_report"]
 
@@ -110,6 +113,15 @@ def make_examples(
 # --------------------------------------------------------------------------- images and charts
 
 
+@dataclass(frozen=True)
+class _Figure:
+    """A thumbnail as the template draws it: a data URI (None: the image could not be read)."""
+
+    uri: str | None
+    caption: str
+    css: str = ""
+
+
 class _Thumbs:
     """Base64 JPEG thumbnails, cached by path (a gallery image can appear many times)."""
 
@@ -118,16 +130,11 @@ class _Thumbs:
         self.cache: dict[str, str | None] = {}
         self.missing = 0
 
-    def tag(self, path: PathLike | None, caption: str, css: str = "") -> str:
+    def figure(self, path: PathLike | None, caption: str, css: str = "") -> _Figure:
         uri = self._uri(path) if path is not None else None
-        title = html.escape(caption)
         if uri is None:
             self.missing += 1
-            return (
-                f'<figure class="thumb {css}"><div class="missing" style="height:{self.height}px;'
-                f'width:{self.height}px">missing</div><figcaption>{title}</figcaption></figure>'
-            )
-        return f'<figure class="thumb {css}"><img src="{uri}" alt="{title}"><figcaption>{title}</figcaption></figure>'
+        return _Figure(uri, caption, css)
 
     def _uri(self, path: PathLike) -> str | None:
         key = os.fspath(path)
@@ -136,8 +143,6 @@ class _Thumbs:
         return self.cache[key]
 
     def _encode(self, path: Path) -> str | None:
-        from PIL import Image, UnidentifiedImageError
-
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB")
@@ -203,96 +208,46 @@ def _slice_chart(rows: Sequence[SliceMetrics], metric: str) -> str:
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1f2328;max-width:1400px}
-h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #d0d7de;padding-bottom:4px;margin-top:28px}
-h3{font-size:15px;margin:18px 0 6px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0}
-th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right}
-th{background:#f6f8fa}td.l,th.l{text-align:left;font-family:ui-monospace,monospace}
-.info td{text-align:left}
-.ci{color:#57606a;font-size:11px}
-.example{border:1px solid #d0d7de;border-radius:6px;padding:8px;margin:10px 0}
-.example .head{font-family:ui-monospace,monospace;font-size:12px;margin-bottom:4px}
-.badge{display:inline-block;padding:0 6px;border-radius:8px;color:#fff;font-size:11px;margin-left:6px}
-.badge.hit{background:#1a7f37}.badge.miss{background:#cf222e}
-.row{display:flex;flex-wrap:wrap;gap:4px;align-items:flex-start}
-.strip{background:#f6f8fa;padding:4px;border-radius:4px;margin-bottom:4px}
-.label{font-size:11px;color:#57606a;width:64px}
-figure.thumb{margin:0;text-align:center;font-size:10px;color:#57606a}
-figure.thumb img,figure.thumb .missing{border:3px solid transparent;display:block}
-figure.thumb.gt img,figure.thumb.gt .missing{border-color:#1a7f37}
-figure.thumb.truth img,figure.thumb.truth .missing{border-color:#bf8700}
-figure.thumb figcaption{max-width:140px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.missing{background:#d0d7de;color:#57606a;display:flex;align-items:center;justify-content:center;font-size:11px}
-details summary{cursor:pointer;color:#0969da}
-"""
+_TEMPLATES = Environment(
+    loader=PackageLoader("lpr_core.evaluation", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
-def _pct(x: float) -> str:
+def _pct(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
 
-def _ci(ci: tuple[float, float] | None) -> str:
-    if ci is None:
-        return ""
-    return f'<span class="ci">[{_pct(ci[0])}, {_pct(ci[1])}]</span>'
+@dataclass(frozen=True)
+class _ExampleView:
+    query_id: str
+    rank_text: str
+    hit: bool
+    frames: list[_Figure]
+    top: list[_Figure]
+    truth: _Figure | None
 
 
-def _summary_html(summary: Mapping[str, float], ci: Mapping[str, tuple[float, float]], level: float) -> str:
-    metrics = [k for k in summary if not k.startswith("num_")]
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
-    vals = "".join(f"<td><b>{_pct(summary[m])}</b><br>{_ci(ci.get(m))}</td>" for m in metrics)
-    counts = ", ".join(f"{html.escape(k[4:].replace('_', ' '))}: {int(v)}" for k, v in summary.items() if k.startswith("num_"))
-    return (
-        f"<table><tr>{head}</tr><tr>{vals}</tr></table>"
-        f'<p class="ci">Values in %; brackets: {int(round(level * 100))}% bootstrap interval over livestreams. {counts}.</p>'
-    )
-
-
-def _slice_section(rows: Sequence[SliceMetrics], metric: str, collapse_over: int) -> str:
-    column = rows[0].column
-    names = list(rows[0].metrics)
-    head = '<th class="l">value</th><th>queries</th><th>livestreams</th>' + "".join(
-        f"<th>{html.escape(n)}</th>" for n in names
-    )
-    body = []
-    for r in rows:
-        cells = "".join(f"<td>{_pct(r.metrics[n])}<br>{_ci(r.ci[n])}</td>" for n in names)
-        body.append(
-            f'<tr><td class="l">{html.escape(r.value)}</td><td>{r.num_queries}</td><td>{r.num_livestreams}</td>{cells}</tr>'
-        )
-    table = f"<table><tr>{head}</tr>{''.join(body)}</table>"
-    chart = f'<img alt="{html.escape(metric)} by {html.escape(column)}" src="{_slice_chart(rows, metric)}">'
-    if len(rows) > collapse_over:
-        table = f"<details><summary>table of {len(rows)} values</summary>{table}</details>"
-    return f"<h3>by {html.escape(column)}</h3><div>{chart}</div>{table}"
-
-
-def _example_html(
+def _example_view(
     ex: RetrievalExample, thumbs: _Thumbs, image_paths: Mapping[str, PathLike], max_frames: int, hit_k: int
-) -> str:
+) -> _ExampleView:
     gt = set(ex.gt_image_ids)
-    is_hit = ex.rank <= hit_k
-    rank_txt = "not retrieved" if math.isinf(ex.rank) else f"rank {int(ex.rank)}"
-    badge = f'<span class="badge {"hit" if is_hit else "miss"}">{"hit" if is_hit else "miss"}@{hit_k}</span>'
+    hit = ex.rank <= hit_k
+    rank_text = "not retrieved" if math.isinf(ex.rank) else f"rank {int(ex.rank)}"
     frames = list(ex.frame_paths)
     if len(frames) > max_frames:
         frames = [frames[i] for i in np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
-    strip = "".join(thumbs.tag(p, Path(os.fspath(p)).stem[-4:]) for p in frames) or '<span class="ci">no frames</span>'
-    tops = "".join(
-        thumbs.tag(image_paths.get(i), f"#{n} {s:.3f}", "gt" if i in gt else "")
-        for n, (i, s) in enumerate(ex.top, 1)
-    )
-    truth = ""
-    if not is_hit and ex.gt_image_ids:
-        first = ex.gt_image_ids[0]
-        truth = '<div class="label">ground truth</div>' + thumbs.tag(image_paths.get(first), f"{rank_txt}", "truth")
-    return (
-        f'<div class="example"><div class="head">{html.escape(ex.query_id)} — {rank_txt}{badge}</div>'
-        f'<div class="row strip"><div class="label">query frames</div>{strip}</div>'
-        f'<div class="row"><div class="label">top {hit_k}</div>{tops}{truth}</div></div>'
-    )
+    strip = [thumbs.figure(p, Path(os.fspath(p)).stem[-4:]) for p in frames]
+    top = [
+        thumbs.figure(image_paths.get(i), f"#{n} {s:.3f}", "gt" if i in gt else "") for n, (i, s) in enumerate(ex.top, 1)
+    ]
+    truth = None
+    if not hit and ex.gt_image_ids:
+        truth = thumbs.figure(image_paths.get(ex.gt_image_ids[0]), rank_text, "truth")
+    return _ExampleView(ex.query_id, rank_text, bool(hit), strip, top, truth)
 
 
 def render_report(
@@ -313,7 +268,8 @@ def render_report(
     max_frames: int = 8,
     shown_k: int = 5,
 ) -> str:
-    """Render the report as one self-contained HTML string.
+    """Render the report as one self-contained HTML string (``templates/report.html.j2``,
+    autoescaped: ids, titles and labels are always text).
 
     Args:
         summary: headline metrics (:func:`lpr_core.evaluation.summarize`).
@@ -332,44 +288,40 @@ def render_report(
         max_frames: frames shown per query (evenly spaced over the clip).
         shown_k: the k of the examples' hit/miss badge (the examples' ``top`` length).
     """
-    ci = dict(ci or {})
     image_paths = image_paths or {}
     thumbs = _Thumbs(thumb_height)
-    parts = [
-        "<!DOCTYPE html>",
-        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+    by_column: dict[str, list[SliceMetrics]] = {}
+    for row in slices:
+        by_column.setdefault(row.column, []).append(row)
+    sections = [
+        {"column": column, "names": list(rows[0].metrics), "rows": rows, "chart": _slice_chart(rows, primary_metric)}
+        for column, rows in by_column.items()
     ]
-    if info:
-        rows = "".join(f'<tr><th class="l">{html.escape(str(k))}</th><td class="l">{html.escape(str(v))}</td></tr>' for k, v in info.items())
-        parts.append(f'<table class="info">{rows}</table>')
-    parts.append("<h2>Summary</h2>")
-    parts.append(_summary_html(summary, ci, level))
-    if curve:
-        parts.append(f'<h2>Rank-k curve</h2><img alt="rank-k curve" src="{_curve_chart(curve, ks)}">')
-    if slices:
-        parts.append(f"<h2>Slices ({html.escape(primary_metric)})</h2>")
-        by_column: dict[str, list[SliceMetrics]] = {}
-        for row in slices:
-            by_column.setdefault(row.column, []).append(row)
-        for rows in by_column.values():
-            parts.append(_slice_section(rows, primary_metric, collapse_over=20))
-    if examples or worst_examples:
-        parts.append(
-            f'<p class="ci">Each query: its frames, then its top {shown_k} gallery images with their scores. '
-            "Green frame: a ground-truth image in the top; amber: the ground-truth image outside it, with its rank.</p>"
-        )
-    for heading, group in (("Retrieval examples (random)", examples), ("Worst queries", worst_examples)):
-        if group:
-            parts.append(f"<h2>{heading}</h2>")
-            parts.extend(_example_html(ex, thumbs, image_paths, max_frames, shown_k) for ex in group)
-    if thumbs.missing:
-        parts.append(f'<p class="ci">{thumbs.missing} image(s) could not be read and show as "missing".</p>')
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    groups = [
+        (heading, [_example_view(ex, thumbs, image_paths, max_frames, shown_k) for ex in group])
+        for heading, group in (("Retrieval examples (random)", examples), ("Worst queries", worst_examples))
+        if group
+    ]
+    return _TEMPLATES.get_template("report.html.j2").render(
+        title=title,
+        info={str(k): str(v) for k, v in (info or {}).items()},
+        metrics=[k for k in summary if not k.startswith("num_")],
+        summary=summary,
+        intervals=dict(ci or {}),
+        counts=", ".join(f"{k[4:].replace('_', ' ')}: {int(v)}" for k, v in summary.items() if k.startswith("num_")),
+        level_pct=int(round(level * 100)),
+        curve_chart=_curve_chart(curve, ks) if curve else None,
+        primary_metric=primary_metric,
+        slice_sections=sections,
+        collapse_over=20,
+        groups=groups,
+        shown_k=shown_k,
+        thumb_height=thumb_height,
+        missing=thumbs.missing,
+        pct=_pct,
+    )
 
 
 def write_report(path: PathLike, report_html: str) -> Path:
     """Write the report atomically."""
-    return write_text_atomic(path, report_html)
+    return atomic_write_text(path, report_html)

@@ -28,9 +28,10 @@ On disk (:func:`save_gallery_indexes`)::
       <live_id>/image_ids.txt one image_id per line, in index order (row i of the index)
       <live_id>/meta.json     kind, ntotal, dim, spec, images left out for lack of an embedding
 
-A livestream's directory is written under a temporary name and renamed into place, and the
-manifest is written last, so an interrupted save never leaves a half-written index under a final
-name. ``live_id`` is validated (:func:`lpr_core.ids.parse_live_id`) before it becomes a path.
+A livestream's directory is written under a temporary name and swapped into place
+(:func:`lpr_core.io.atomic_dir`), and the manifest is written last, so an interrupted save never
+leaves a half-written index under a final name. ``live_id`` is validated
+(:func:`lpr_core.ids.parse_live_id`) before it becomes a path.
 
 faiss is imported inside functions: importing this module is cheap.
 """
@@ -39,9 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -49,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from lpr_core import io
 from lpr_core.ids import UUID_RE, parse_image_id, parse_live_id
 
 __all__ = [
@@ -448,26 +447,6 @@ def build_gallery_indexes(
             bar.close()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _meta(gallery: GalleryIndex) -> dict[str, Any]:
     import faiss
 
@@ -496,23 +475,11 @@ def save_index(gallery: GalleryIndex, directory: str | os.PathLike[str]) -> Path
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     final = root / live_id
-    tmp = Path(tempfile.mkdtemp(prefix=f".{live_id}.", suffix=".tmp", dir=root))
-    try:
+    with io.atomic_dir(final) as tmp:
         cpu = gallery.to_cpu()
         faiss.write_index(cpu.index, str(tmp / INDEX_FILE))
         (tmp / IDS_FILE).write_text("".join(f"{i}\n" for i in cpu.image_ids), encoding="utf-8")
         (tmp / META_FILE).write_text(json.dumps(_meta(cpu), indent=1) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700
-        old = None
-        if final.exists():
-            old = root / f".{live_id}.{uuid.uuid4().hex}.old"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -541,7 +508,7 @@ def save_gallery_indexes(indexes: Mapping[str, GalleryIndex], directory: str | o
         "livestreams": listing,
     }
     path = root / MANIFEST
-    _write_text_atomic(path, json.dumps(manifest, indent=1) + "\n")
+    io.atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
     return path
 
 

@@ -9,7 +9,8 @@ img2dataset (``keep_ratio``, incremental), retries failed URLs one by one and wr
 - ``<out>/<split>_<kind>/``: img2dataset's shards (and ``retried/`` for recovered samples);
 - ``<out>/manifests/<split>_<kind>.parquet``: every input URL once, with its id, path, sizes,
   status, error and sha256 (``FRAME_MANIFEST_SCHEMA`` / ``IMAGE_MANIFEST_SCHEMA``);
-- ``<out>/download_summary.json``: per list total / success / recovered / failed by reason.
+- ``<out>/download_summary.json``: per list total / success / recovered / failed by reason, and
+  the URLs the fetch guard refused (private address, too large, too slow).
 
 Rerunning after an interruption resumes: complete shards are not downloaded again. Exit status 0
 when every list was processed (failed URLs are recorded, the ``validate`` stage gates on them),
@@ -19,26 +20,34 @@ when every list was processed (failed URLs are recorded, the ``validate`` stage 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "main"]
+from lpr_core.data.download import DownloadError, DownloadParams, download_all, format_summary
+from lpr_core.data.manifest import ManifestError
+from lpr_core.formats.report import FormatError
+from lpr_core.ids import InvalidIdError
+from lpr_core.runner import StageContext, parse_args, run_stage
+
+__all__ = ["STAGE", "add_arguments", "summary_metrics", "run", "main"]
+
+STAGE = "download"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The stage's command-line options."""
     parser.add_argument("--urls", required=True, type=Path, help="directory holding the LPR4M URL files")
     parser.add_argument("--out", required=True, type=Path, help="output directory (created, resumed if present)")
-    parser.add_argument("--params", default=Path("params.yaml"), type=Path,
-                        help="parameter file (its download section; default params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--metrics", type=Path, default=None,
                         help="also write flat metrics (DVC metrics file) here, outside --out")
 
 
 def summary_metrics(summary: dict) -> dict[str, float]:
-    """Flat numeric metrics of a download summary: per list total, success rate, recovered, failed."""
+    """Flat numeric metrics of a download summary: per list total, success rate, recovered, failed,
+    and of the failed, those the fetch guard refused (in all and per reason)."""
+    from lpr_core.data.manifest import REFUSAL_REASONS
+
     metrics: dict[str, float] = {}
     for name, s in summary.get("lists", {}).items():
         if "total" not in s:
@@ -48,45 +57,29 @@ def summary_metrics(summary: dict) -> dict[str, float]:
         metrics[f"download/{name}/success_rate"] = round(s["success"] / total, 6) if total else 0.0
         metrics[f"download/{name}/recovered_by_retry"] = s.get("recovered_by_retry", 0)
         metrics[f"download/{name}/failed"] = s.get("failed", 0)
+        metrics[f"download/{name}/refused"] = s.get("refused", 0)
+        for reason in REFUSAL_REASONS:
+            metrics[f"download/{name}/{reason}"] = s.get("refused_by_reason", {}).get(reason, 0)
     return metrics
+
+
+def _download(ctx: StageContext) -> None:
+    args = ctx.args
+    summary = download_all(args.urls, args.out, ctx.params, progress=not args.no_progress, log=ctx.log.info)
+    ctx.publish_metrics(args.metrics, summary_metrics(summary))
+    ctx.log_artifacts(args.out / "download_summary.json")
+    ctx.report(format_summary(summary), f"summary: {args.out / 'download_summary.json'}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage; returns the exit status."""
-    from lpr_core.config import ConfigError, load_section, to_mapping
-    from lpr_core.data.download import DownloadError, DownloadParams, download_all, format_summary
-    from lpr_core.data.manifest import ManifestError
-    from lpr_core.formats.report import FormatError
-    from lpr_core.formats.writers import atomic_write_text
-    from lpr_core.ids import InvalidIdError
-    from lpr_core.tracking.run import stage_run
-
-    try:
-        params = load_section(DownloadParams, "download", args.params)
-    except ConfigError as exc:
-        print(f"download: error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        with stage_run("download", {"download": to_mapping(params)}) as tracker:
-            summary = download_all(args.urls, args.out, params, progress=not args.no_progress)
-            metrics = summary_metrics(summary)
-            tracker.log_metrics(metrics)
-            tracker.log_artifact(args.out / "download_summary.json")
-            if args.metrics is not None:
-                atomic_write_text(args.metrics, json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-    except (DownloadError, ManifestError, FormatError, InvalidIdError) as exc:
-        print(f"download: error: {exc}", file=sys.stderr)
-        return 1
-    print(format_summary(summary))
-    print(f"summary: {args.out / 'download_summary.json'}")
-    return 0
+    return run_stage(STAGE, args, _download, params=DownloadParams,
+                     errors=(DownloadError, ManifestError, FormatError, InvalidIdError))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m lpr_core.stages.download``."""
-    parser = argparse.ArgumentParser(prog="python -m lpr_core.stages.download", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(parse_args(STAGE, __doc__, add_arguments, argv))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "main"]
+from lpr_core import io
+from lpr_core.data.prepare import PreparedTables, PrepareParams, prepare
+from lpr_core.formats.parquet import write_table
+from lpr_core.formats.report import FormatError
+from lpr_core.runner import StageContext, parse_args, run_stage
+
+__all__ = ["STAGE", "add_arguments", "run", "main"]
+
+STAGE = "prepare"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,60 +30,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", required=True, type=Path, help="directory of the LPR4M annotation files")
     parser.add_argument("--download", required=True, type=Path, help="output directory of the download stage")
     parser.add_argument("--out", required=True, type=Path, help="output directory (replaced atomically)")
-    parser.add_argument("--params", default=Path("params.yaml"), type=Path, help="parameter file")
 
 
-def _write_outputs(result, out: Path) -> None:
-    """All tables into a temporary sibling directory, then one rename: never a half output."""
-    from lpr_core.formats.parquet import write_table
+def _write_outputs(result: PreparedTables, out: Path) -> None:
+    """All tables into a temporary sibling directory swapped in at once: never a half output."""
+    with io.atomic_dir(out) as tmp:
+        for name, table in result.tables.items():
+            write_table(table, tmp / f"{name}.parquet")
+        if result.rejects is not None:
+            write_table(result.rejects, tmp / "rejects.parquet")
+        summary = {"counts": result.counts, "notes": result.notes}
+        (tmp / "prepare_summary.json").write_text(json.dumps(summary, indent=1))
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, table in result.tables.items():
-        write_table(table, tmp / f"{name}.parquet")
-    if result.rejects is not None:
-        write_table(result.rejects, tmp / "rejects.parquet")
-    summary = {"counts": result.counts, "notes": result.notes}
-    (tmp / "prepare_summary.json").write_text(json.dumps(summary, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+
+def _prepare(ctx: StageContext) -> None:
+    args = ctx.args
+    result = prepare(args.annotations, args.download, ctx.params, progress=True)
+    _write_outputs(result, args.out)
+    ctx.log_metrics({f"prepare/{k}": v for k, v in result.counts.items()})
+    ctx.log_artifacts(args.out / "prepare_summary.json")
+    ctx.report(*(f"  {k:<30} {v}" for k, v in result.counts.items()), *(f"  note: {n}" for n in result.notes))
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage; returns the exit status."""
-    from lpr_core.config import ConfigError, load_section
-    from lpr_core.data.prepare import PrepareParams, prepare
-    from lpr_core.formats.report import FormatError
-    from lpr_core.tracking.run import stage_run
-
-    try:
-        params = load_section(PrepareParams, "prepare", args.params)
-    except ConfigError as exc:
-        print(f"prepare: error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        with stage_run("prepare", {"prepare": params.__dict__}) as tracker:
-            result = prepare(args.annotations, args.download, params, progress=True)
-            _write_outputs(result, args.out)
-            tracker.log_metrics({f"prepare/{k}": v for k, v in result.counts.items()})
-            tracker.log_artifact(args.out / "prepare_summary.json")
-    except (FileNotFoundError, FormatError) as exc:
-        print(f"prepare: error: {exc}", file=sys.stderr)
-        return 1
-    for k, v in result.counts.items():
-        print(f"  {k:<30} {v}")
-    for note in result.notes:
-        print(f"  note: {note}")
-    return 0
+    return run_stage(STAGE, args, _prepare, params=PrepareParams, errors=(FileNotFoundError, FormatError))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m lpr_core.stages.prepare``."""
-    parser = argparse.ArgumentParser(prog="python -m lpr_core.stages.prepare", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(parse_args(STAGE, __doc__, add_arguments, argv))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from lpr_core.data.datasets import DetectionDataset, ManifestImages, build_dataloader, detection_collate
+from lpr_core.data.transforms import build_detection_transform
+from lpr_core.inputs import read_table
+from lpr_core.models.detector import evaluate_detector, save_detector
+from lpr_core.runner import parse_args, run_stage
+from lpr_core.training.flow import StageOutcome, run_training_stage
+from lpr_core.training.resume import RESUME_MODES
+from lpr_core.training.tasks import TrainDetectorParams, build_detector_task
+
 __all__ = ["STAGE", "DetectorStage", "add_arguments", "run", "main"]
 
 STAGE = "train_detector"
@@ -54,8 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="model directory (detector.pt, checkpoints, summary)")
     parser.add_argument("--plots", required=True, type=Path, help="DVC plots directory (per-step TSVs)")
     parser.add_argument("--metrics", required=True, type=Path, help="DVC metrics file (JSON)")
-    parser.add_argument("--params", default=Path("params.yaml"), type=Path, help="parameter file")
-    parser.add_argument("--resume", default="auto", choices=("auto", "never"),
+    parser.add_argument("--resume", default="auto", choices=RESUME_MODES,
                         help="auto: continue a checkpoint made with the same params (default); never: start fresh")
 
 
@@ -65,37 +73,28 @@ def _map_metrics(values: dict[str, float], prefix: str) -> dict[str, float]:
 
 
 class DetectorStage:
-    """The detector-specific part of the stage (:class:`lpr_core.training.stage_common.TrainingStage`)."""
+    """The detector-specific part of the stage (:class:`lpr_core.training.flow.TrainingStage`)."""
 
     name, prefix = STAGE, "detector"
 
-    def __init__(self, args: argparse.Namespace, params) -> None:
+    def __init__(self, args: argparse.Namespace, params: TrainDetectorParams) -> None:
         self.args, self.params = args, params
 
     def load(self) -> None:
         """Read the prepared tables and manifests; the test frames that carry boxes."""
-        from lpr_core.data.datasets import DetectionDataset, ManifestImages
-        from lpr_core.data.transforms import build_detection_transform
-        from lpr_core.training.stage_common import read_table
-
-        self.train_clips = read_table(self.args.prepared, "train_clips")
-        test_boxes = read_table(self.args.prepared, "test_frame_boxes")
+        self.train_clips = read_table(self.args.prepared / "train_clips.parquet")
+        test_boxes = read_table(self.args.prepared / "test_frame_boxes.parquet")
         self.frames = ManifestImages.from_download(self.args.download, "train", "frames")
         test_frames = ManifestImages.from_download(self.args.download, "test", "frames")
         self.test = DetectionDataset(test_boxes, test_frames, transform=build_detection_transform(train=False))
 
     def build(self):
         """The detector task on the annotated training frames (and the held-out frames)."""
-        from lpr_core.training.tasks import build_detector_task
-
         task, self.val = build_detector_task(self.params, self.train_clips, self.frames)
         return task
 
-    def finish(self, task, result, device):
+    def finish(self, task, result, device) -> StageOutcome:
         """Test (and validation) mAP, then ``detector.pt``."""
-        from lpr_core.data.datasets import build_dataloader, detection_collate
-        from lpr_core.models.detector import evaluate_detector, save_detector
-        from lpr_core.training.stage_common import StageOutcome
 
         def evaluate(dataset, prefix: str) -> dict[str, float]:
             loader = build_dataloader(
@@ -119,17 +118,13 @@ class DetectorStage:
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage; returns the exit status."""
-    from lpr_core.training.stage_common import run_stage_from_args
-    from lpr_core.training.tasks import TrainDetectorParams
-
-    return run_stage_from_args(DetectorStage, TrainDetectorParams, STAGE, args)
+    return run_stage(STAGE, args, lambda ctx: run_training_stage(DetectorStage(args, ctx.params), ctx),
+                     params=TrainDetectorParams, errors=(FileNotFoundError, ValueError))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m lpr_core.stages.train_detector``."""
-    parser = argparse.ArgumentParser(prog=f"python -m lpr_core.stages.{STAGE}", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(parse_args(STAGE, __doc__, add_arguments, argv))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from lpr_core.config import to_mapping
+from lpr_core.data.datasets import ManifestImages, frame_boxes_lookup, videoinfo_frame_boxes
+from lpr_core.evaluation.queries import clip_ground_truth
+from lpr_core.evaluation.retrieval import score_clips
+from lpr_core.inputs import read_table
+from lpr_core.models.encoder import save_encoder
+from lpr_core.runner import parse_args, run_stage
+from lpr_core.training.flow import StageOutcome, run_training_stage
+from lpr_core.training.resume import RESUME_MODES, params_sha256
+from lpr_core.training.tasks import TrainEncoderParams, build_encoder_task
+
 __all__ = ["STAGE", "EncoderStage", "add_arguments", "run", "main"]
 
 STAGE = "train_encoder"
@@ -56,42 +67,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="model directory (encoder.pt, checkpoints, summary)")
     parser.add_argument("--plots", required=True, type=Path, help="DVC plots directory (per-step TSVs)")
     parser.add_argument("--metrics", required=True, type=Path, help="DVC metrics file (JSON)")
-    parser.add_argument("--params", default=Path("params.yaml"), type=Path, help="parameter file")
-    parser.add_argument("--resume", default="auto", choices=("auto", "never"),
+    parser.add_argument("--resume", default="auto", choices=RESUME_MODES,
                         help="auto: continue a checkpoint made with the same params (default); never: start fresh")
 
 
 class EncoderStage:
-    """The encoder-specific part of the stage (:class:`lpr_core.training.stage_common.TrainingStage`)."""
+    """The encoder-specific part of the stage (:class:`lpr_core.training.flow.TrainingStage`)."""
 
     name, prefix = STAGE, "encoder"
 
-    def __init__(self, args: argparse.Namespace, params) -> None:
+    def __init__(self, args: argparse.Namespace, params: TrainEncoderParams) -> None:
         self.args, self.params = args, params
 
     def load(self) -> None:
         """Read the prepared clips and the training manifests."""
-        from lpr_core.data.datasets import ManifestImages
-        from lpr_core.training.stage_common import read_table
-
-        self.train_clips = read_table(self.args.prepared, "train_clips")
-        self.val_clips = read_table(self.args.prepared, "val_clips")
+        self.train_clips = read_table(self.args.prepared / "train_clips.parquet")
+        self.val_clips = read_table(self.args.prepared / "val_clips.parquet")
         self.frames = ManifestImages.from_download(self.args.download, "train", "frames")
         self.images = ManifestImages.from_download(self.args.download, "train", "images")
 
     def build(self):
         """The encoder task on the training pairs."""
-        from lpr_core.training.tasks import build_encoder_task
-
         return build_encoder_task(self.params, self.train_clips, self.frames, self.images)
 
-    def finish(self, task, result, device):
+    def finish(self, task, result, device) -> StageOutcome:
         """Validation rank-k, then ``encoder.pt``."""
-        from lpr_core.config import to_mapping
-        from lpr_core.data.datasets import frame_boxes_lookup, videoinfo_frame_boxes
-        from lpr_core.models.encoder import save_encoder
-        from lpr_core.training.stage_common import StageOutcome, clip_ground_truth, params_sha256, score_clips
-
         params, section = self.params, to_mapping(self.params)
         metrics: dict[str, float] = {}
         val_summary = None
@@ -122,17 +122,13 @@ class EncoderStage:
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage; returns the exit status."""
-    from lpr_core.training.stage_common import run_stage_from_args
-    from lpr_core.training.tasks import TrainEncoderParams
-
-    return run_stage_from_args(EncoderStage, TrainEncoderParams, STAGE, args)
+    return run_stage(STAGE, args, lambda ctx: run_training_stage(EncoderStage(args, ctx.params), ctx),
+                     params=TrainEncoderParams, errors=(FileNotFoundError, ValueError))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m lpr_core.stages.train_encoder``."""
-    parser = argparse.ArgumentParser(prog=f"python -m lpr_core.stages.{STAGE}", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(parse_args(STAGE, __doc__, add_arguments, argv))
 
 
 if __name__ == "__main__":

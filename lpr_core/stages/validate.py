@@ -25,12 +25,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "write_outputs", "main"]
+from lpr_core import io
+from lpr_core.runner import StageContext, parse_args, publish_metrics, run_stage
+from lpr_core.validation.inputs import InputError
+from lpr_core.validation.params import load_validate_params
+from lpr_core.validation.project import ProjectDriftError
+from lpr_core.validation.runner import ValidationOutcome, format_summary, summary_metrics, validate
+
+__all__ = ["STAGE", "EXIT_INPUT", "add_arguments", "check_paths", "write_outputs", "run", "main"]
+
+STAGE = "validate"
+#: Exit status of unusable input or configuration (1 means: a check failed).
+EXIT_INPUT = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", required=True, type=Path, help="download stage output (manifests/, files)")
     parser.add_argument("--out", required=True, type=Path, help="output directory (replaced)")
     parser.add_argument("--metrics", type=Path, help="also write the summary to this file (DVC metrics)")
-    parser.add_argument("--params", default=Path("params.yaml"), type=Path, help="params file (validate section)")
     parser.add_argument("--gx-dir", default=Path("gx"), type=Path, help="great-expectations project (default: gx)")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
 
@@ -49,82 +58,58 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
-def write_outputs(outcome, out_dir: str | Path, metrics: str | Path | None = None) -> Path:
-    """Write the summary, failing ids and Data Docs to ``out_dir`` (atomically replaced).
+def check_paths(args: argparse.Namespace) -> None:
+    """The inputs exist and no output lies inside one (the stage never writes into its inputs)."""
+    for name, d in (("--annotations", args.annotations), ("--download", args.download)):
+        for opt, target in (("--out", args.out), ("--metrics", args.metrics)):
+            if target is not None and _overlaps(target, d):
+                raise InputError(f"{opt} {target} overlaps {name} {d}: the stage never writes into its inputs")
+    for name, d in (("annotations", args.annotations), ("download", args.download)):
+        if not d.is_dir():
+            raise InputError(f"{name} directory not found: {d}")
+
+
+def write_outputs(outcome: ValidationOutcome, out_dir: str | Path, metrics: str | Path | None = None) -> Path:
+    """Write the summary, failing ids and Data Docs to ``out_dir`` (swapped in once complete).
 
     Args:
         outcome: what :func:`lpr_core.validation.runner.validate` returned.
         out_dir: the output directory; a previous one is replaced once the new one is complete.
-        metrics: write the flat numeric metrics to this file (through a temporary file and a rename).
+        metrics: write the flat numeric metrics to this file (atomically).
     """
-    from lpr_core.validation.runner import summary_metrics
-
     out_dir = Path(out_dir)
-    text = json.dumps(outcome.summary, indent=2, sort_keys=True) + "\n"
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    (tmp / "validation_summary.json").write_text(text)
-    outcome.failing.to_csv(tmp / "failing_ids.csv", index=False)
-    if outcome.data_docs is not None and Path(outcome.data_docs).is_dir():
-        shutil.copytree(outcome.data_docs, tmp / "data_docs")
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old.exists():
-        shutil.rmtree(old)
+    with io.atomic_dir(out_dir) as tmp:
+        (tmp / "validation_summary.json").write_text(json.dumps(outcome.summary, indent=2, sort_keys=True) + "\n")
+        outcome.failing.to_csv(tmp / "failing_ids.csv", index=False)
+        if outcome.data_docs is not None and Path(outcome.data_docs).is_dir():
+            shutil.copytree(outcome.data_docs, tmp / "data_docs")
     if metrics is not None:
-        metrics = Path(metrics)
-        metrics.parent.mkdir(parents=True, exist_ok=True)
-        part = metrics.with_name(f".{metrics.name}.tmp-{os.getpid()}")
-        part.write_text(json.dumps(summary_metrics(outcome.summary), indent=1, sort_keys=True) + "\n")
-        os.replace(part, metrics)
+        publish_metrics(metrics, summary_metrics(outcome.summary))
     return out_dir
+
+
+def _validate(ctx: StageContext) -> int:
+    args = ctx.args
+    outcome = validate(args.annotations, args.download, args.gx_dir, ctx.params, progress=args.progress)
+    write_outputs(outcome, args.out, args.metrics)
+    ctx.log_metrics(summary_metrics(outcome.summary))
+    ctx.set_tags({"validation": "passed" if outcome.success else "failed"})
+    ctx.log_artifacts(args.out / "validation_summary.json", args.out / "failing_ids.csv")
+    ctx.log_artifacts(args.out / "data_docs", artifact_path="data_docs")
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.seconds.items())
+    ctx.report(format_summary(outcome, out_dir=args.out), f"({timing})")
+    return 0 if outcome.success else 1
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the stage; returns the exit status."""
-    from lpr_core.config import ConfigError, to_mapping
-    from lpr_core.tracking.run import stage_run
-    from lpr_core.validation.inputs import InputError
-    from lpr_core.validation.params import load_validate_params
-    from lpr_core.validation.project import ProjectDriftError
-    from lpr_core.validation.runner import format_summary, summary_metrics, validate
-
-    try:
-        for name, d in (("--annotations", args.annotations), ("--download", args.download)):
-            for opt, target in (("--out", args.out), ("--metrics", args.metrics)):
-                if target is not None and _overlaps(target, d):
-                    raise InputError(f"{opt} {target} overlaps {name} {d}: the stage never writes into its inputs")
-        for name, d in (("annotations", args.annotations), ("download", args.download)):
-            if not d.is_dir():
-                raise InputError(f"{name} directory not found: {d}")
-        params = load_validate_params(args.params)
-        with stage_run("validate", {"validate": to_mapping(params)}) as tracker:
-            outcome = validate(args.annotations, args.download, args.gx_dir, params, progress=args.progress)
-            write_outputs(outcome, args.out, args.metrics)
-            tracker.log_metrics(summary_metrics(outcome.summary))
-            tracker.set_tags({"validation": "passed" if outcome.success else "failed"})
-            for name in ("validation_summary.json", "failing_ids.csv"):
-                tracker.log_artifact(args.out / name)
-            tracker.log_artifact(args.out / "data_docs", artifact_path="data_docs")
-    except (InputError, ConfigError, ProjectDriftError, FileNotFoundError) as exc:
-        print(f"validate: error: {exc}", file=sys.stderr)
-        return 2
-    timing = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.seconds.items())
-    print(format_summary(outcome, out_dir=args.out))
-    print(f"({timing})")
-    return 0 if outcome.success else 1
+    return run_stage(STAGE, args, _validate, load=load_validate_params, check=check_paths,
+                     errors=(InputError, ProjectDriftError, FileNotFoundError), error_status=EXIT_INPUT)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m lpr_core.stages.validate``."""
-    parser = argparse.ArgumentParser(prog="python -m lpr_core.stages.validate", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(parse_args(STAGE, __doc__, add_arguments, argv))
 
 
 if __name__ == "__main__":

@@ -14,14 +14,17 @@ from components import pss
 DOC = Path(__file__).resolve().parents[2] / "docs" / "kubernetes.md"
 K8S_VERSION = "1.32.0"
 SECRET_NAMES = re.compile(r"PASSWORD|SECRET|TOKEN|BACKEND_STORE_URI|ACCESS_KEY", re.I)
+#: API groups of Kubernetes itself (custom resources, e.g. a SparkApplication, have their own schemas).
+CORE_GROUPS = {"", "apps", "batch", "rbac.authorization.k8s.io", "networking.k8s.io", "policy"}
 
 
 def manifests() -> list[dict]:
-    """Every Kubernetes object of the ```yaml blocks of the page."""
+    """Every core Kubernetes object of the ```yaml blocks of the page."""
     found = []
     for block in re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S):
         for doc in yaml.safe_load_all(block):
-            if isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc:
+            if (isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc
+                    and str(doc["apiVersion"]).rpartition("/")[0] in CORE_GROUPS):
                 found.append(doc)
     return found
 

@@ -9,6 +9,7 @@ during img2dataset and checks that a rerun finishes without downloading complete
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -65,12 +66,21 @@ def copy_urls(world: Path, names: list[str], dest: Path, prefix: str) -> dict[st
     return out
 
 
-def run_stage(urls: Path, out: Path, params: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
+STAGE = [sys.executable, "-m", "lpr_core.stages.download"]
+
+
+def run_stage(urls: Path, out: Path, params: Path, log: Path, env: dict[str, str | None] | None = None,
+              launcher: list[str] = STAGE) -> subprocess.Popen:
+    """Start the stage; ``env`` adds variables to the environment (None: removes one).
+
+    Every process of the run inherits ``LPR_TEST_STAGE=<out>`` (see :func:`processes_of_a_download_run`).
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1", "LPR_TEST_STAGE": str(out),
+           **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     with open(log, "ab") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "lpr_core.stages.download", "--urls", str(urls), "--out", str(out),
-             "--params", str(params), "--no-progress"],
+            [*launcher, "--urls", str(urls), "--out", str(out), "--params", str(params), "--no-progress"],
             stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )
 
@@ -254,9 +264,11 @@ def live_processes() -> list[tuple[int, int, bytes]]:
     return out
 
 
-def processes_of_a_download_run() -> list[int]:
-    """Live processes started by a download run (they carry its guard token in their environment)."""
-    return [pid for pid, _, env in live_processes() if b"LPR_DOWNLOAD_RUN=" in env]
+def processes_of_a_download_run(out: Path) -> list[int]:
+    """Live processes started by the download run of :func:`run_stage` into ``out`` (they carry the
+    run's guard token and the test's mark in their environment; other runs on the machine do not)."""
+    mark = b"\0LPR_TEST_STAGE=" + str(out).encode() + b"\0"
+    return [pid for pid, _, env in live_processes() if b"LPR_DOWNLOAD_RUN=" in env and mark in b"\0" + env]
 
 
 @pytest.mark.slow
@@ -281,14 +293,14 @@ def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tm
         while len(complete_shards(folder)) < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         assert proc.poll() is None, "the stage ended before it could be killed:\n" + log.read_text()[-3000:]
-        assert processes_of_a_download_run(), "img2dataset's workers should be running"
+        assert processes_of_a_download_run(out), "img2dataset's workers should be running"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         # img2dataset's worker (inside a 3 s shard) and logger die with the stage, within a second
         deadline = time.monotonic() + 1.0
-        while processes_of_a_download_run() and time.monotonic() < deadline:
+        while processes_of_a_download_run(out) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert processes_of_a_download_run() == []
+        assert processes_of_a_download_run(out) == []
         done = {shard: path.stat().st_mtime_ns for shard, path in complete_shards(folder)}
         counts = server.request_counts()
         time.sleep(1.0)
@@ -320,6 +332,89 @@ def test_stage_killed_during_img2dataset_resumes_without_redownloading(world, tm
         assert server.request_counts() == before
         assert "img2dataset not needed" in log.read_text()
         assert time.monotonic() - t0 < 60
+
+
+# --------------------------------------------------------------------------------- on Spark
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_stage_on_local_spark_writes_the_manifests_multiprocessing_writes(world, tmp_path):
+    """``distributor: pyspark`` on ``local[2]`` against the same server and faults as
+    ``multiprocessing``, twice: the stage's own session (no master in the environment,
+    ``processes: 2``), and the stage as ``spark-submit``'s application, the way a Spark Operator
+    ``SparkApplication`` runs it (spark-submit's master and settings stand)."""
+    from lpr_core.synth import FaultKind, ImageServer, fault_for
+
+    names = ["test_frame_urls", "test_image_urls"]  # two lists: one Spark session serves both
+    probe = copy_urls(world, names, tmp_path / "probe", "http://127.0.0.1:1/lpr/")
+    every = [item_id(u) for us in probe.values() for u in us]
+    wanted = {FaultKind.NOT_FOUND, FaultKind.TRANSIENT, FaultKind.SLOW, FaultKind.CORRUPT}
+    seed = next(s for s in range(500) if {fault_for(i, 0.2, s) for i in every} >= wanted)
+    params = shrunk_params(processes=2, number_sample_per_shard=20, allow_private_networks=("127.0.0.1/32",))
+    outs = {}
+    with ImageServer(world, fault_rate=0.2, seed=seed, slow_seconds=3.0) as server:
+        urls = copy_urls(world, names, tmp_path / "urls", server.url_prefix)
+        # every 7th URL on another loopback address, outside the allow-list: the guard must refuse
+        # it inside Spark's executors as it does in img2dataset's own processes
+        refused = set()
+        for name, list_urls in urls.items():
+            for i in range(0, len(list_urls), 7):
+                list_urls[i] = list_urls[i].replace(server.url_prefix, "http://127.0.0.2:9/lpr/")
+                refused.add(list_urls[i])
+            (tmp_path / "urls" / url_file(tmp_path / "urls", name).name).write_text(
+                "".join(u + "\n" for u in list_urls))
+        submit = [str(Path(sys.executable).with_name("spark-submit")), "--master", "local[2]",
+                  "--conf", "spark.ui.enabled=false", str(REPO / "lpr_core" / "stages" / "download.py")]
+        for run, launcher in (("multiprocessing", STAGE), ("pyspark", STAGE), ("spark-submit", submit)):
+            server.reset_counts()  # the same faults again (TRANSIENT and SLOW fail first)
+            out = tmp_path / run
+            log = tmp_path / f"{run}.log"
+            params_path = write_params(tmp_path / f"{run}.yaml", dataclasses.replace(
+                params, distributor="multiprocessing" if run == "multiprocessing" else "pyspark"))
+            env: dict[str, str | None] = {k: None for k in ("MASTER", "SPARK_CONF_DIR", "SPARK_REMOTE")}
+            env["PYSPARK_SUBMIT_ARGS"] = "--conf spark.ui.enabled=false pyspark-shell"  # no UI port to bind
+            env["PYSPARK_PYTHON"] = sys.executable if run == "spark-submit" else None
+            proc = run_stage(tmp_path / "urls", out, params_path, log, env, launcher)
+            assert proc.wait(timeout=900) == 0, log.read_text()[-6000:]
+            outs[run] = out
+    text = (tmp_path / "pyspark.log").read_text()
+    assert text.count("pyspark: starting a SparkSession on local[2] (from download.processes)") == 1
+    text = (tmp_path / "spark-submit.log").read_text()
+    assert "pyspark: starting a SparkSession on the master spark-submit set (from spark-submit)" in text
+    deadline = time.monotonic() + 10  # the JVM exits when its driver's pipe closes
+    while any(map(processes_of_a_download_run, outs.values())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for out in outs.values():  # the JVM and its Python workers ended with the stage
+        assert processes_of_a_download_run(out) == []
+    reasons = set()
+    for name in names:
+        split, kind = URL_LISTS[name]
+        tables = {d: pq.read_table(out / "manifests" / f"{split}_{kind}.parquet") for d, out in outs.items()}
+        mp, spark = tables["multiprocessing"].to_pylist(), tables["pyspark"].to_pylist()
+        assert [r["url"] for r in mp] == urls[name]
+        assert spark == mp  # ids, paths, statuses, errors, sizes, sha256: row for row
+        assert tables["spark-submit"].to_pylist() == mp
+        reasons |= {r["error"].split(":")[0] for r in mp if r["status"] == "failed"}
+        assert sum(r["status"] == "success" for r in mp) > len(mp) // 2
+        for r in mp:
+            assert (r["url"] in refused) == (r["error"] or "").startswith("refused_private_address: ")
+        # the same shards, and the refusals came from img2dataset on Spark, not the retry pass
+        folder = outs["pyspark"] / f"{split}_{kind}"
+        assert _shard_rows(folder) == _shard_rows(outs["multiprocessing"] / f"{split}_{kind}")
+        for r in _shard_rows(folder):
+            if r["url"] in refused:
+                assert r["error_message"].startswith("refused_private_address: 127.0.0.2 (loopback)")
+        for r in spark:
+            if r["status"] == "success" and r["tar_member"] is None:
+                a, *others = ((o / r["path"]).read_bytes() for o in outs.values())
+                assert others == [a, a]
+    assert reasons >= {"http_404", "decode", "refused_private_address"}
+    summaries = [json.loads((o / "download_summary.json").read_text())["lists"] for o in outs.values()]
+    for name in names:
+        for key in ("total", "success", "failed", "failed_by_reason", "refused", "recovered_by_retry"):
+            assert summaries[0][name][key] == summaries[1][name][key] == summaries[2][name][key], (name, key)
 
 
 # ------------------------------------------------------------------- img2dataset's processes
@@ -404,3 +499,100 @@ def test_worker_server_stop_kills_what_outlives_its_timeout():
         assert not Path(f"/proc/{stuck.pid}").exists()
     finally:
         workers.stop(timeout=0)
+
+
+# ------------------------------------------------------------------ on a cluster (documented)
+
+SPARK_SECTION = "## Downloading the full release on Spark"
+SPARK_CRD = REPO / "components" / "schemas" / "sparkoperator.k8s.io_sparkapplications.yaml"
+
+
+def _doc_yaml_blocks() -> list[str]:
+    text = (REPO / "docs" / "kubernetes.md").read_text(encoding="utf-8")
+    section = text[text.index(SPARK_SECTION):]
+    return [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+
+
+def _spark_application() -> dict:
+    (block,) = [b for b in _doc_yaml_blocks() if "kind: SparkApplication" in b]
+    return yaml.safe_load(block)
+
+
+def _strict(schema):
+    """The schema refusing unknown fields, as ``kubectl apply --validate=strict`` does (a CRD's
+    schema lists the known ones; the API server would prune the others silently)."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def _spark_application_schema() -> dict:
+    (crd,) = [d for d in yaml.safe_load_all(SPARK_CRD.read_text()) if d]
+    assert crd["spec"]["names"]["kind"] == "SparkApplication"
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta2"]
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta: the API server's own schema
+    return schema
+
+
+def test_documented_spark_application_is_valid_and_runs_the_stage():
+    import jsonschema
+    import pyspark
+
+    from lpr_core.runner import parse_args
+    from lpr_core.stages.download import STAGE, add_arguments
+
+    app = _spark_application()
+    schema = _spark_application_schema()
+    jsonschema.validate(app, schema)
+    spec = app["spec"]
+    assert app["apiVersion"] == "sparkoperator.k8s.io/v1beta2" and spec["type"] == "Python"
+    assert spec["sparkVersion"] == pyspark.__version__  # the driver's pyspark is the lock's
+    # the application file is the stage's module, at its place in the image (/opt/lpr)
+    main_file = spec["mainApplicationFile"].removeprefix("local://")
+    assert (REPO / Path(main_file).relative_to("/opt/lpr")).is_file()
+    assert main_file.endswith("lpr_core/stages/download.py")
+    args = parse_args(STAGE, None, add_arguments, spec["arguments"])  # the stage's own command line
+    # the output folder is on the volume that the driver and every executor mount at the same path
+    mounts = {m["mountPath"]: m["name"] for m in spec["driver"]["volumeMounts"]}
+    executor_mounts = {m["mountPath"]: m["name"] for m in spec["executor"]["volumeMounts"]}
+    assert mounts[str(args.out)] == executor_mounts[str(args.out)]
+    claim = next(v for v in spec["volumes"] if v["name"] == mounts[str(args.out)])["persistentVolumeClaim"]
+    assert not claim.get("readOnly")
+    assert str(args.urls) in mounts and str(args.params).startswith("/opt/lpr/")
+    # the schema is strict enough to catch a mistake in it
+    bad = copy.deepcopy(app)
+    bad["spec"]["executor"]["instances"] = "many"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    bad = copy.deepcopy(app)
+    bad["spec"]["mode"] = "driver-in-pod"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    bad = copy.deepcopy(app)
+    bad["spec"]["executors"] = bad["spec"].pop("executor")  # a misspelt field is not dropped silently
+    with pytest.raises(jsonschema.ValidationError, match="executors"):
+        jsonschema.validate(bad, schema)
+
+
+def test_documented_driver_environment_is_a_valid_container_env():
+    import kubernetes_validate
+
+    from lpr_core.data.download_spark import resolve_master
+
+    (block,) = [b for b in _doc_yaml_blocks() if b.startswith("env:")]
+    env = yaml.safe_load(block)["env"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lpr-download"},
+           "spec": {"containers": [{"name": "stage", "image": "lpr-spark:dev", "env": env}]}}
+    kubernetes_validate.validate(pod, "1.32.0", strict=True)
+    values = {e["name"]: e.get("value") for e in env}
+    assert values["PYSPARK_SUBMIT_ARGS"].endswith(" pyspark-shell")
+    assert "spark.driver.host=$(POD_IP)" in values["PYSPARK_SUBMIT_ARGS"]
+    assert [e["name"] for e in env].index("POD_IP") < [e["name"] for e in env].index("PYSPARK_SUBMIT_ARGS")
+    assert resolve_master(values, 2) == ("spark://spark-master.lpr:7077", "MASTER")

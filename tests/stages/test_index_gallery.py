@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from lpr_core.config import load_params, to_mapping
-from lpr_core.stages.index_gallery import EMBEDDINGS_FILE, IMAGES_FILE, SUMMARY_FILE, IndexGalleryParams, main
+from lpr_core.index.store import EMBEDDINGS_FILE, IMAGES_FILE, SUMMARY_FILE
+from lpr_core.stages.index_gallery import IndexGalleryParams, main
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 128  # the download image size of the repo's params (demo scale)
@@ -193,8 +194,9 @@ def test_one_index_per_livestream_with_the_gallery_order_and_the_encoder_embeddi
     import torch
 
     from lpr_core.data.datasets import ManifestImages
+    from lpr_core.embedding import eval_transform, load_encoder_checkpoint
     from lpr_core.index import load_gallery_indexes
-    from lpr_core.stages.index_gallery import eval_transform, load_encoder_checkpoint, load_gallery_embeddings
+    from lpr_core.index.store import load_gallery_embeddings
 
     galleries = gallery_table(inputs.prepared)
     indexes = load_gallery_indexes(index_dir, device="cpu")

@@ -39,9 +39,10 @@ def clip_files(tmp_path_factory) -> tuple[Path, Path, object]:
 
 
 def test_train_index_evaluate_with_an_open_clip_tower(inputs, clip_files, tmp_path, monkeypatch):
+    from lpr_core.embedding import load_encoder_checkpoint
+    from lpr_core.index.store import SUMMARY_FILE, load_gallery_embeddings
     from lpr_core.models.backbone import OpenClipBackbone
     from lpr_core.stages import index_gallery, train_encoder
-    from lpr_core.stages.index_gallery import SUMMARY_FILE, load_encoder_checkpoint, load_gallery_embeddings
 
     config, checkpoint, clip = clip_files
     monkeypatch.setenv("LPR_MLFLOW_EXPERIMENT", "open-clip-path")

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from lpr_core.training import engine
-from lpr_core.training.stage_common import STAMP_FILE, decide_resume, params_sha256
+from lpr_core.training.resume import STAMP_FILE, decide_resume, params_sha256
 
 REPO = Path(__file__).resolve().parents[2]
 _BUILT: dict[str, Path] = {}
@@ -277,7 +277,7 @@ def test_torchrun_with_two_cpu_processes(world, tmp_path, experiment):
     (run,) = mlflow_runs(experiment, "train_encoder")  # rank 0 only
     assert run.info.status == "FINISHED" and run.data.tags["lpr.world_size"] == "2"
     # a rerun with the same params resumes the 2-rank checkpoint; with one rank it starts fresh
-    from lpr_core.training.stage_common import decide_resume as decide
+    from lpr_core.training.resume import decide_resume as decide
 
     section = json.loads((out / "model" / "checkpoints" / STAMP_FILE).read_text())["params"]
     assert decide(out / "model", section, 2).resume and not decide(out / "model", section, 1).resume
