@@ -6,8 +6,9 @@ A pipeline trigger (the Airflow run's ``params`` conf, a KFP input), a preset
 
 - every key must already exist in ``params.yaml`` (a typo is an error naming the key and the keys
   that do exist at that level);
-- the new value must have the type of the old one (an integer may replace a number; ``null`` and a
-  value of another type are left to the next check);
+- the new value must have the type of the old one (an integer may replace a number; ``null``, and a
+  value of another type that the section's params class declares for the key, such as a count for
+  ``validate.decode_sample: all``, are left to the next check);
 - each touched section, with the overrides applied, must load into its stage's params class
   (:data:`SECTION_PARAMS`), which checks ranges, choices and optional (``null``) values.
 
@@ -25,10 +26,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import importlib
 import io as _stringio
 import json
 import sys
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +246,25 @@ def _params_class(section: str) -> type | None:
     return getattr(importlib.import_module(module), name)
 
 
+def _declared(key: str, value: Any) -> bool:
+    """Whether the section's params class declares a type of ``value`` for ``key`` (a member of the
+    field's union, e.g. ``int`` of ``decode_sample: int | str``)."""
+    section, *path = key.split(".")
+    tp: Any = _params_class(section)
+    for part in path:
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+            return False
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return False
+        tp = hints[part]
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    members = [t for t in (typing.get_args(tp) if union else (tp,)) if isinstance(t, type)]
+    if isinstance(value, bool):
+        return bool in members
+    return any(isinstance(value, t) for t in members)
+
+
 def check_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any],
                     where: str = "params.yaml") -> dict[str, Any]:
     """``params`` (plain mappings) with ``overrides`` applied, after checking every key and type.
@@ -264,7 +287,7 @@ def check_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any],
         old = node[leaf]
         if isinstance(old, Mapping) and old:
             raise OverrideError(f"{where}: {key!r} is a section; override its keys ({key}.<name>) instead")
-        if not _same_type(old, value):
+        if not _same_type(old, value) and not _declared(key, value):
             raise OverrideError(f"{where}: {key}: expected {_type_name(old)} like the current {_show(old)}, "
                                 f"got {_show(value)}")
         node[leaf] = value

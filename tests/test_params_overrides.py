@@ -77,6 +77,16 @@ def test_a_bad_override_is_refused_naming_the_key_and_nothing_is_written(params,
     assert params.read_bytes() == before
 
 
+def test_a_value_of_another_type_that_the_params_class_declares(params):
+    # validate.decode_sample: int | str ("all" or a count); a string where it wants an integer still fails
+    po.apply_overrides(params, {"validate.decode_sample": 20000})
+    assert yaml.safe_load(params.read_text())["validate"]["decode_sample"] == 20000
+    with pytest.raises(po.OverrideError, match="validate.max_reject_fraction: expected a number"):
+        po.apply_overrides(params, {"validate.max_reject_fraction": "none"})
+    with pytest.raises(po.OverrideError, match="decode_sample must be 'all' or an integer"):
+        po.apply_overrides(params, {"validate.decode_sample": "some"})  # declared type, refused by the class
+
+
 def test_preset_then_json_then_set_in_that_order(params):
     presets = params.parent / "presets"
     presets.mkdir()

@@ -9,14 +9,29 @@ uses one factor per axis: ``sx = width / original_width``, ``sy = height / origi
 Coordinates are continuous (a box edge lies between pixels), so scaling is exact for edges.
 Everything here is vectorised: sizes are scalars or arrays broadcastable against the boxes'
 leading dimensions.
+
+Boxes past the frame edge (a product held at the edge of the picture, annotated whole) are
+clipped to their frame once, by the ``prepare`` stage, with :func:`clip_to_frame`; the same
+function tells the ``validate`` stage which boxes run past the edge, which keep no area once
+clipped and what share of each lies outside, so both stages count the same boxes.
+:func:`boxes_to_downloaded` clamps again only to absorb float rounding.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["keep_ratio_size", "scale_factors", "boxes_to_downloaded", "boxes_to_original"]
+__all__ = [
+    "keep_ratio_size",
+    "scale_factors",
+    "boxes_to_downloaded",
+    "boxes_to_original",
+    "FrameClip",
+    "clip_to_frame",
+]
 
 
 def _positive(name: str, value: ArrayLike) -> np.ndarray:
@@ -147,3 +162,59 @@ def boxes_to_original(
     """
     sx, sy = scale_factors(original_width, original_height, width, height)
     return _apply(boxes, 1.0 / sx, 1.0 / sy).astype(np.float32)
+
+
+class FrameClip(NamedTuple):
+    """Boxes clipped to their frames, and what clipping did (see :func:`clip_to_frame`).
+
+    Attributes:
+        boxes: ``(n, 4)`` float64 boxes inside ``[0, width] x [0, height]``; a box whose frame
+            size is unknown (NaN) is left as it was.
+        known: ``(n,)`` whether the frame size is known (positive and finite), so the box was checked.
+        past_edge: ``(n,)`` the box runs past the frame edge (clipping moved at least one side).
+        keeps_area: ``(n,)`` the clipped box still has a positive width and height.
+        outside_fraction: ``(n,)`` the share of the box's area outside the frame (0 inside, 1
+            wholly outside); NaN for an unknown frame size or a box with no area of its own.
+    """
+
+    boxes: np.ndarray
+    known: np.ndarray
+    past_edge: np.ndarray
+    keeps_area: np.ndarray
+    outside_fraction: np.ndarray
+
+
+def clip_to_frame(boxes: ArrayLike, width: ArrayLike, height: ArrayLike) -> FrameClip:
+    """Clip boxes to their frames and say how much of each lay outside.
+
+    Args:
+        boxes: ``(n, 4)`` boxes ``[x1, y1, x2, y2]`` in pixels of their frames (original pixels
+            for LPR4M annotations).
+        width, height: the frames' sizes, scalars or ``(n,)``; NaN (or not positive) where a
+            frame's size is unknown (a frame that did not download): its boxes are not checked.
+
+    Returns:
+        A :class:`FrameClip`. Exact: no tolerance, a box whose edge lies on the frame border is
+        inside; a box past the edge by any amount is counted as clipped.
+
+    Raises:
+        ValueError: on a box array that is not ``(n, 4)``.
+    """
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (n, 4) as [x1, y1, x2, y2], got {b.shape}")
+    n = len(b)
+    w = np.broadcast_to(np.asarray(width, dtype=np.float64), (n,))
+    h = np.broadcast_to(np.asarray(height, dtype=np.float64), (n,))
+    known = np.isfinite(w) & np.isfinite(h) & (w > 0) & (h > 0)
+    ws, hs = np.where(known, w, np.inf), np.where(known, h, np.inf)  # unknown: nothing to clip against
+    clipped = np.stack([np.maximum(b[:, 0], 0.0), np.maximum(b[:, 1], 0.0),
+                        np.minimum(b[:, 2], ws), np.minimum(b[:, 3], hs)], axis=1)
+    clipped = np.where(known[:, None], clipped, b)
+    with np.errstate(invalid="ignore"):
+        past = known & ((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h))
+        keeps = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        inside = np.clip(clipped[:, 2] - clipped[:, 0], 0, None) * np.clip(clipped[:, 3] - clipped[:, 1], 0, None)
+        outside = np.where(known & (area > 0) & np.isfinite(area), 1.0 - inside / area, np.nan)
+    return FrameClip(clipped, known, past, keeps, outside)

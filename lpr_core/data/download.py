@@ -253,22 +253,24 @@ class UrlList:
 
 
 def find_url_lists(urls_dir: str | Path) -> dict[str, Path | None]:
-    """The file of each of the four URL lists in ``urls_dir`` (None when absent).
+    """The file of each of the four URL lists under ``urls_dir`` (None when absent).
+
+    The files are found as every stage finds them (:func:`lpr_core.formats.discovery.find_lpr4m_files`:
+    sub-folders searched, two candidates for one list refused).
 
     Raises:
-        DownloadError: when ``urls_dir`` is not a directory or a pattern matches several files.
+        DownloadError: when ``urls_dir`` is not a directory or holds two candidates for one list.
     """
+    from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
+
     urls_dir = Path(urls_dir)
     if not urls_dir.is_dir():
         raise DownloadError(f"--urls {urls_dir}: not a directory")
-    found: dict[str, Path | None] = {}
-    for name in URL_LISTS:
-        matches = sorted(p for p in urls_dir.glob(FILE_PATTERNS[name]) if p.is_file())
-        if len(matches) > 1:
-            raise DownloadError(f"{urls_dir}: several files match {FILE_PATTERNS[name]}: "
-                                f"{', '.join(p.name for p in matches)}; keep one")
-        found[name] = matches[0] if matches else None
-    return found
+    try:
+        files = find_lpr4m_files(urls_dir)
+    except DiscoveryError as exc:
+        raise DownloadError(str(exc)) from None
+    return {name: files[name][0] if name in files else None for name in URL_LISTS}
 
 
 def read_url_list(path: str | Path, name: str) -> UrlList:

@@ -12,8 +12,15 @@ and the download manifests, :func:`prepare` builds:
 - ``test_frame_boxes`` (``FRAME_BOXES_SCHEMA``, original pixels), ``test_gallery``
   (``GALLERY_SCHEMA``), ``test_titles`` (``TITLE_SCHEMA``).
 
-Boxes stay in original pixels here; every reader maps them to the downloaded size with the sizes
-recorded in the manifest (:mod:`lpr_core.data.boxes`), so one mapping serves all stages.
+Boxes stay in original pixels here, and this is the one place they are clipped to their frame
+(:func:`lpr_core.data.boxes.clip_to_frame`, with the original sizes the frame manifests record):
+a box past the frame edge (a product held at the edge of the picture) keeps its part inside the
+frame, a box with no area left is dropped (a frame left with no box loses its box row). Per split
+(``train``: ``training_videoinfo``; ``test``: ``test_frameid2gtbox``) the counts say how many boxes
+there were, how many ran past the edge, how many were dropped and how many could not be checked
+(their frame did not download; they are kept as they are and never read). The ``validate``
+stage gates on the same counts. Every reader maps the boxes to the downloaded size with the
+sizes recorded in the manifest (:mod:`lpr_core.data.boxes`), so one mapping serves all stages.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lpr_core.data.boxes import clip_to_frame
 from lpr_core.formats import readers
-from lpr_core.formats.schema import DURATION_TYPES, NUMBER_TYPES, SCALE_TYPES
+from lpr_core.formats.discovery import find_lpr4m_files
+from lpr_core.formats.schema import BOX, DURATION_TYPES, NUMBER_TYPES, SCALE_TYPES
 
-__all__ = ["PrepareParams", "PreparedTables", "prepare", "split_livestreams", "query_table"]
+__all__ = ["PrepareParams", "PreparedTables", "prepare", "split_livestreams", "query_table", "clip_box_lists"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,84 @@ def query_table(gt: pa.Table, asr: pa.Table, attributes: Mapping[str, Mapping] |
     return pa.table(cols)
 
 
+def _frame_id_array(clip_ids: pa.Array, frame_index: pa.Array) -> pa.Array:
+    """``<clip_id>-NNNN`` for every row (Arrow kernels, no Python loop)."""
+    padded = pc.utf8_lpad(pc.cast(frame_index, pa.string()), 4, "0")
+    return pc.binary_join_element_wise(clip_ids, padded, "-")
+
+
+def _original_sizes(manifest: pa.Table | None, frame_ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Original width and height of each frame id, from the manifest's downloaded rows (NaN where unknown)."""
+    n = len(frame_ids)
+    if manifest is None or n == 0:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    ok = manifest.filter(pc.equal(manifest.column("status"), "success"))
+    pos = pc.index_in(frame_ids, value_set=ok.column("frame_id").combine_chunks())
+    known = pos.is_valid().to_numpy(zero_copy_only=False)
+    at = pos.fill_null(0).to_numpy(zero_copy_only=False)
+    sizes = []
+    for column in ("original_width", "original_height"):
+        values = ok.column(column).combine_chunks().cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+        sizes.append(np.where(known, values[at] if len(values) else np.nan, np.nan))
+    return sizes[0], sizes[1]
+
+
+def clip_box_lists(boxes: pa.Array, frame_ids: pa.Array, manifest: pa.Table | None) -> tuple[pa.Array, np.ndarray, dict[str, int]]:
+    """Clip a list column of boxes to their frames (see the module docstring).
+
+    Args:
+        boxes: ``list<[x1, y1, x2, y2]>``, one list per row, in original pixels.
+        frame_ids: the frame id of every box, in flattened order.
+        manifest: the frames manifest of the split (None: no box can be checked).
+
+    Returns:
+        ``(clipped list column, kept mask over the flattened boxes, counts)``; counts are
+        ``boxes``, ``boxes_past_edge``, ``boxes_dropped_no_area``, ``boxes_unchecked``.
+    """
+    parent = pc.list_parent_indices(boxes).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pc.list_flatten(pc.list_flatten(boxes)).to_numpy(zero_copy_only=False)
+    coords = flat.astype(np.float64).reshape(-1, 4)
+    width, height = _original_sizes(manifest, frame_ids)
+    clip = clip_to_frame(coords, width, height)
+    keep = ~clip.known | clip.keeps_area
+    offsets = np.zeros(len(boxes) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(parent[keep], minlength=len(boxes)), out=offsets[1:])
+    values = pa.FixedSizeListArray.from_arrays(pa.array(clip.boxes[keep].reshape(-1), pa.float32()), 4)
+    clipped = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values.cast(BOX))
+    counts = {
+        "boxes": int(len(coords)),
+        "boxes_past_edge": int(clip.past_edge.sum()),
+        "boxes_dropped_no_area": int((clip.known & ~clip.keeps_area).sum()),
+        "boxes_unchecked": int((~clip.known).sum()),
+    }
+    return clipped, keep, counts
+
+
+def _clip_videoinfo(videoinfo: pa.Table, manifest: pa.Table | None) -> tuple[pa.Table, dict[str, int]]:
+    """Training clips with their boxes clipped to the frames (and their frame indices kept in step)."""
+    vi = videoinfo.combine_chunks()
+    boxes = vi.column("boxes").combine_chunks()
+    frame_index = vi.column("box_frame_indices").combine_chunks()
+    owner = pc.take(vi.column("clip_id").combine_chunks(), pc.list_parent_indices(boxes))
+    clipped, keep, counts = clip_box_lists(boxes, _frame_id_array(owner, pc.list_flatten(frame_index)), manifest)
+    kept_index = pc.list_flatten(frame_index).filter(pa.array(keep))
+    indices = pa.ListArray.from_arrays(clipped.offsets, kept_index)
+    vi = vi.set_column(vi.schema.get_field_index("boxes"), vi.schema.field("boxes"), clipped)
+    vi = vi.set_column(vi.schema.get_field_index("box_frame_indices"), vi.schema.field("box_frame_indices"), indices)
+    return vi, counts
+
+
+def _clip_frame_boxes(frame_boxes: pa.Table, manifest: pa.Table | None) -> tuple[pa.Table, dict[str, int]]:
+    """Test frame boxes clipped to the frames; a frame left with no box is dropped."""
+    fb = frame_boxes.combine_chunks()
+    boxes = fb.column("boxes").combine_chunks()
+    frame_ids = _frame_id_array(fb.column("clip_id").combine_chunks(), fb.column("frame_index").combine_chunks())
+    per_box = pc.take(frame_ids, pc.list_parent_indices(boxes))
+    clipped, _, counts = clip_box_lists(boxes, per_box, manifest)
+    fb = fb.set_column(fb.schema.get_field_index("boxes"), fb.schema.field("boxes"), clipped)
+    return fb.filter(pc.greater(pc.list_value_length(clipped), 0)), counts
+
+
 def _read(kind: str, files: dict[str, list[Path]], reports: list, progress: bool) -> pa.Table:
     result = readers.read_kind(kind, files.get(kind, []), strict=False, progress=progress)
     reports.append(result.report)
@@ -138,7 +225,7 @@ def prepare(annotations_dir: str | Path, download_dir: str | Path, params: Prepa
     from lpr_core.formats.report import rejects_to_table
 
     annotations_dir, download_dir = Path(annotations_dir), Path(download_dir)
-    files = readers.find_lpr4m_files(annotations_dir)
+    files = find_lpr4m_files(annotations_dir)
     required = ("videoinfo", "test_gt_images", "test_gallery")
     missing = [k for k in required if not files.get(k)]
     if missing:
@@ -152,18 +239,26 @@ def prepare(annotations_dir: str | Path, download_dir: str | Path, params: Prepa
     titles = _read("test_titles", files, reports, progress)
 
     manifests = {}
-    for split, kind, col in (("train", "frames", "frame_id"), ("train", "images", "image_id")):
+    for split, kind in (("train", "frames"), ("train", "images")):
         path = manifest_path(download_dir, split, kind)
         if not path.exists():
             raise FileNotFoundError(f"{path}: download manifest missing (run the download stage)")
-        manifests[(split, kind)] = _success_ids(read_manifest(path, kind), col)
-    usable, dropped = _usable_clips(videoinfo, manifests[("train", "frames")], manifests[("train", "images")])
+        manifests[(split, kind)] = read_manifest(path, kind)
+    notes: list[str] = []
+    test_frames_path = manifest_path(download_dir, "test", "frames")
+    if test_frames_path.exists():
+        manifests[("test", "frames")] = read_manifest(test_frames_path, "frames")
+    else:
+        notes.append(f"no {test_frames_path}: test boxes are not clipped to their frames")
+    videoinfo, train_edges = _clip_videoinfo(videoinfo, manifests[("train", "frames")])
+    frame_boxes, test_edges = _clip_frame_boxes(frame_boxes, manifests.get(("test", "frames")))
+    usable, dropped = _usable_clips(videoinfo, _success_ids(manifests[("train", "frames")], "frame_id"),
+                                    _success_ids(manifests[("train", "images")], "image_id"))
 
     val_lives = split_livestreams(usable.column("live_id").to_pylist(), params.val_fraction, params.seed)
     is_val = pc.is_in(usable.column("live_id"), value_set=pa.array(sorted(val_lives), pa.string()))
     train_clips, val_clips = usable.filter(pc.invert(is_val)), usable.filter(is_val)
 
-    notes: list[str] = []
     attributes = None
     if params.query_attributes:
         path = annotations_dir / params.query_attributes
@@ -185,6 +280,8 @@ def prepare(annotations_dir: str | Path, download_dir: str | Path, params: Prepa
         "test_gallery_images": gallery.num_rows,
         "test_livestreams": len(set(gallery.column("live_id").to_pylist())),
         "rejected_rows": len(all_rejects),
+        **{f"train/{k}": v for k, v in train_edges.items()},
+        **{f"test/{k}": v for k, v in test_edges.items()},
     }
     tables = {
         "train_clips": train_clips,

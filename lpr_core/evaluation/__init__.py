@@ -37,13 +37,6 @@ from lpr_core.evaluation.ranking import (
     top_k_predictions,
     top_k_stable,
 )
-from lpr_core.evaluation.readers import (
-    EvaluationInputError,
-    check_predictions_in_galleries,
-    load_galleries,
-    load_ground_truth,
-    load_predictions,
-)
 from lpr_core.evaluation.report import (
     RetrievalExample,
     make_examples,
@@ -52,6 +45,12 @@ from lpr_core.evaluation.report import (
     write_report,
 )
 from lpr_core.evaluation.slices import LIVESTREAM, SliceMetrics, slice_metrics
+from lpr_core.formats.predictions import (
+    EvaluationInputError,
+    check_predictions_in_galleries,
+    load_predictions,
+)
+from lpr_core.formats.readers import load_galleries, load_ground_truth
 
 __all__ = [
     "DEFAULT_KS",

@@ -1,9 +1,12 @@
 """``lpr inspect DIR [--strict]``: read every LPR4M file in a directory and report rows and rejects.
 
-Every file is read leniently, so that all its problems are listed; per file the command prints
+The files are found anywhere under DIR (a release unpacked into sub-folders included; see
+:func:`lpr_core.formats.discovery.find_lpr4m_files`) and named by their path under DIR. Every
+file is read leniently, so that all its problems are listed; per file the command prints
 the rows read, the rows rejected with the first few reasons (file:line), and an error line for a
 file that cannot be read at all. Exit status: 0, or 1 when a file cannot be read, or with
-``--strict`` when any row was rejected; 2 when DIR is not a directory or holds no LPR4M file.
+``--strict`` when any row was rejected; 2 when DIR is not a directory, holds no LPR4M file, or holds
+two candidates for one file kind (both paths are named).
 """
 
 from __future__ import annotations
@@ -34,12 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def inspect_dir(
     directory, *, show: int = 5, workers: int = 1, progress: bool = False, out=None
 ) -> tuple[int, int]:
-    """Print the report of every LPR4M file in ``directory``.
+    """Print the report of every LPR4M file under ``directory``.
 
     Returns:
         ``(rows_rejected, files_failed)`` over all files.
+
+    Raises:
+        lpr_core.formats.discovery.DiscoveryError: two candidates for one file kind.
     """
-    from lpr_core.formats.readers import find_lpr4m_files, scan
+    from pathlib import Path
+
+    from lpr_core.formats.discovery import find_lpr4m_files
+    from lpr_core.formats.readers import scan
     from lpr_core.formats.report import FormatError
 
     out = out or sys.stdout
@@ -48,16 +57,17 @@ def inspect_dir(
     failed = 0
     for kind, files in found.items():
         for path in files:
+            name = path.relative_to(Path(directory)).as_posix()
             try:
                 report = scan(kind, path, workers=workers, progress=progress)
             except (FormatError, OSError) as exc:
                 failed += 1
-                print(f"{path.name}  [{kind}]  ERROR: {exc}", file=out)
+                print(f"{name}  [{kind}]  ERROR: {exc}", file=out)
                 continue
             total_rejected += report.rows_rejected
             empty = "  (empty)" if report.rows_read == 0 else ""
             print(
-                f"{path.name}  [{kind}]  rows={report.rows_read} ok={report.rows_ok} "
+                f"{name}  [{kind}]  rows={report.rows_read} ok={report.rows_ok} "
                 f"rejected={report.rows_rejected}{empty}",
                 file=out,
             )
@@ -70,11 +80,11 @@ def inspect_dir(
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lpr inspect``."""
-    from lpr_core.formats.readers import find_lpr4m_files
+    from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
 
     try:
         found = find_lpr4m_files(args.directory)
-    except NotADirectoryError as exc:
+    except (NotADirectoryError, DiscoveryError) as exc:
         print(f"lpr inspect: {exc}", file=sys.stderr)
         return 2
     if not found:

@@ -1,7 +1,7 @@
 """LPR4M files -> Parquet tables, written atomically (temporary file, then rename).
 
-``convert_dir(src, out)`` is what later stages call: it finds every LPR4M file in ``src``
-(``FILE_PATTERNS``) and writes, per kind found, ``out/<kind>.parquet`` (all files of a kind, e.g.
+``convert_dir(src, out)`` is what later stages call: it finds every LPR4M file under ``src``
+(``FILE_PATTERNS``, :func:`~lpr_core.formats.discovery.find_lpr4m_files`) and writes, per kind found, ``out/<kind>.parquet`` (all files of a kind, e.g.
 the training_videoinfo parts, in one table), plus ``out/rejects.parquet`` (``REJECTS_SCHEMA``) and
 ``out/conversion_report.json`` (rows read / rejected per kind). A rerun overwrites them; an
 interrupted run leaves no partial file behind.
@@ -18,8 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lpr_core.formats.discovery import find_lpr4m_files
 from lpr_core.formats.lines import CHUNK_BYTES
-from lpr_core.formats.readers import SCHEMAS, PathsLike, find_lpr4m_files, iter_batches
+from lpr_core.formats.readers import SCHEMAS, PathsLike, iter_batches
 from lpr_core.formats.report import ReadReport, Reject, RowSink, rejects_to_table
 
 __all__ = [
@@ -153,7 +154,7 @@ def convert_dir(
     ``out_dir/conversion_report.json``.
 
     Args:
-        src_dir: the directory holding the LPR4M release files (not searched recursively).
+        src_dir: the directory holding the LPR4M release files (searched recursively).
         out_dir: where the tables go (created if needed).
         strict: raise at the first bad row instead of skipping it.
         workers: parsing processes for training_videoinfo.
@@ -164,7 +165,8 @@ def convert_dir(
 
     Raises:
         FileNotFoundError: ``src_dir`` holds no LPR4M file.
-        FormatError: a file-level fault, or (strict) a bad row.
+        FormatError: a file-level fault, (strict) a bad row, or two candidates for one file kind
+            (:class:`~lpr_core.formats.discovery.DiscoveryError`).
     """
     found = find_lpr4m_files(src_dir)
     if not found:

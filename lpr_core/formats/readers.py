@@ -20,6 +20,9 @@ Text files: a UTF-8 BOM and CRLF line ends are accepted, empty lines are skipped
 not valid UTF-8 is rejected. JSON files: an entry with a bad key or value is a rejected row (its
 line is the line of its key); a file that is not a JSON object at all raises in both modes.
 Duplicate keys are rejected (the first entry wins).
+
+:func:`load_ground_truth` and :func:`load_galleries` give the evaluation the ground-truth and
+gallery files as plain dicts, read strictly by the same readers.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
 from lpr_core.formats.fastjson import frame_boxes_batch
 from lpr_core.formats.lines import (
     BOM,
@@ -72,6 +76,7 @@ from lpr_core.ids import (
 
 __all__ = [
     "FormatError",
+    "DiscoveryError",
     "Reject",
     "ReadReport",
     "ReadResult",
@@ -90,6 +95,8 @@ __all__ = [
     "read_gt_images",
     "read_frame_boxes",
     "read_live_gallery",
+    "load_ground_truth",
+    "load_galleries",
 ]
 
 PathsLike = str | Path | Iterable[str | Path]
@@ -135,19 +142,6 @@ def expand_paths(paths: PathsLike) -> list[Path]:
             continue
         raise FileNotFoundError(f"no such file: {item}")
     return out
-
-
-def find_lpr4m_files(directory: str | Path) -> dict[str, list[Path]]:
-    """The LPR4M files in ``directory`` (not recursive), by kind; kinds with no file are left out."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise NotADirectoryError(f"not a directory: {directory}")
-    found: dict[str, list[Path]] = {}
-    for kind, pattern in FILE_PATTERNS.items():
-        files = sorted(p for p in directory.glob(pattern) if p.is_file())
-        if files:
-            found[kind] = files
-    return found
 
 
 # ------------------------------------------------------------------------------------ URL lists
@@ -690,3 +684,39 @@ def read_frame_boxes(paths: PathsLike, *, strict: bool = False, **kw) -> ReadRes
 def read_live_gallery(paths: PathsLike, *, strict: bool = False, **kw) -> ReadResult:
     """``test_liveid_to_gallery`` JSON -> ``GALLERY_SCHEMA`` (one row per live_id, image_id pair)."""
     return read_kind("test_gallery", paths, strict=strict, **kw)
+
+
+# ------------------------------------------------------------------------ dict views (evaluation)
+
+
+def _strict_read(read: Callable[..., ReadResult], path: str | Path) -> pa.Table:
+    try:
+        files = expand_paths(Path(path))
+    except FileNotFoundError:
+        raise FormatError(str(path), 0, "no such file") from None
+    return read(files, strict=True).table
+
+
+def load_ground_truth(path: str | Path) -> dict[str, list[str]]:
+    """``test_videoid_to_gtimage`` as ``{video_id: [image_id, ...]}`` (every key a clip id, every
+    list non-empty, no image twice), in file order.
+
+    Raises:
+        FormatError: the file is missing or malformed (file, line and key named).
+    """
+    table = _strict_read(read_gt_images, path)
+    return dict(zip(table.column("clip_id").to_pylist(), table.column("gt_image_ids").to_pylist()))
+
+
+def load_galleries(path: str | Path) -> dict[str, list[str]]:
+    """``test_liveid_to_gallery`` as ``{live_id: [image_id, ...]}`` (no image twice in one gallery,
+    no empty gallery), in file order.
+
+    Raises:
+        FormatError: the file is missing or malformed (file, line and key named).
+    """
+    table = _strict_read(read_live_gallery, path)
+    out: dict[str, list[str]] = {}
+    for live_id, image_id in zip(table.column("live_id").to_pylist(), table.column("image_id").to_pylist()):
+        out.setdefault(live_id, []).append(image_id)
+    return out

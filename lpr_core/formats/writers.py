@@ -1,7 +1,7 @@
 """Writers for every LPR4M file, in the exact on-disk formats of the release.
 
-List columns of ``training_videoinfo`` are written as Python literals (as the release does);
-the readers accept both that and JSON list syntax.
+List columns of ``training_videoinfo`` are written as Python literals (as the release does) or,
+with ``list_syntax="json"``, in JSON list syntax; the readers accept both.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ __all__ = [
     "write_url_list",
     "write_videoinfo",
     "format_videoinfo_row",
+    "LIST_SYNTAXES",
     "write_test_asr",
     "write_image_titles",
     "write_gt_images",
@@ -56,13 +57,25 @@ def _fmt_boxes(boxes: Sequence[Sequence[Box]]) -> str:
     return "[" + ", ".join(frames) + "]"
 
 
-def format_videoinfo_row(row: VideoInfoRow) -> str:
-    """One ``training_videoinfo`` line (without the newline): 11 tab-separated columns."""
+#: The serializations of a list column: Python literals (``['a', 'b']``) or JSON (``["a", "b"]``).
+LIST_SYNTAXES = ("python", "json")
+
+
+def format_videoinfo_row(row: VideoInfoRow, list_syntax: str = "python") -> str:
+    """One ``training_videoinfo`` line (without the newline): 11 tab-separated columns.
+
+    Args:
+        row: the clip.
+        list_syntax: ``"python"`` (single-quoted frame ids, as the release) or ``"json"``.
+    """
+    if list_syntax not in LIST_SYNTAXES:
+        raise ValueError(f"list_syntax must be one of {', '.join(LIST_SYNTAXES)}, got {list_syntax!r}")
     if len(row.frame_ids) != len(row.boxes):
         raise ValueError(f"{row.video_id}: {len(row.frame_ids)} frames but {len(row.boxes)} box lists")
+    quote = "'" if list_syntax == "python" else '"'
     cols = [
         row.video_id,
-        "[" + ", ".join(f"'{f}'" for f in row.frame_ids) + "]",
+        "[" + ", ".join(f"{quote}{f}{quote}" for f in row.frame_ids) + "]",
         _fmt_boxes(row.boxes),
         row.image_id,
         _clean_text(row.image_title),
@@ -81,9 +94,10 @@ def write_url_list(path: str | Path, urls: Iterable[str]) -> Path:
     return atomic_write_text(path, "".join(f"{u}\n" for u in urls))
 
 
-def write_videoinfo(path: str | Path, rows: Iterable[VideoInfoRow]) -> Path:
-    """Write a ``training_videoinfo`` part file."""
-    return atomic_write_text(path, "".join(format_videoinfo_row(r) + "\n" for r in rows))
+def write_videoinfo(path: str | Path, rows: Iterable[VideoInfoRow], list_syntax: str = "python") -> Path:
+    """Write a ``training_videoinfo`` part file (list columns in ``list_syntax``, see
+    :func:`format_videoinfo_row`)."""
+    return atomic_write_text(path, "".join(format_videoinfo_row(r, list_syntax) + "\n" for r in rows))
 
 
 def _write_tsv2(path: str | Path, mapping: Mapping[str, str]) -> Path:

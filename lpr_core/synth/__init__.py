@@ -1,7 +1,8 @@
 """A synthetic world in the exact LPR4M formats, and the loopback image server that serves it.
 
-- :func:`generate_world` writes the world (``lpr synth``), :func:`set_url_prefix` re-points its
-  URL files at a server.
+- :func:`generate_world` writes the world (``lpr synth``) of a family (:data:`FAMILIES`: the
+  demo's ``default``, or ``release``, laid out as the LPR4M release is unpacked),
+  :func:`set_url_prefix` re-points its URL files at a server.
 - :class:`ImageServer` serves its JPEGs over HTTP on 127.0.0.1 with deterministic fault
   injection (``lpr serve``); :func:`fault_for` predicts the fault of any id.
 
@@ -20,6 +21,8 @@ __all__ = [
     "WorldSummary",
     "WorldConfig",
     "SIZES",
+    "FAMILIES",
+    "WorldFamily",
     "DEFAULT_URL_PREFIX",
     "SOURCE_DIR",
     "source_path",
@@ -33,6 +36,7 @@ __all__ = [
 _WHERE = {
     "generate_world": "world", "plan_world": "world", "set_url_prefix": "world", "WorldSummary": "world",
     "WorldConfig": "world", "SIZES": "world", "DEFAULT_URL_PREFIX": "world",
+    "FAMILIES": "families", "WorldFamily": "families",
     "SOURCE_DIR": "layout", "source_path": "layout",
     "ImageServer": "server", "PortInUseError": "server",
     "FaultKind": "faults", "fault_for": "faults",
@@ -40,6 +44,7 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from lpr_core.synth.families import FAMILIES, WorldFamily
     from lpr_core.synth.faults import FaultKind, fault_for
     from lpr_core.synth.layout import SOURCE_DIR, source_path
     from lpr_core.synth.preview import make_contact_sheet

@@ -10,10 +10,14 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``lpr synth``."""
+    from lpr_core.synth.families import DEFAULT_FAMILY, FAMILIES
     from lpr_core.synth.world import DEFAULT_URL_PREFIX, SIZES
 
     parser.add_argument("--out", required=True, help="world directory to write")
     parser.add_argument("--size", choices=list(SIZES), default="demo", help="world size (default demo)")
+    parser.add_argument("--family", choices=list(FAMILIES), default=DEFAULT_FAMILY,
+                        help="world family (default: the demo's world; release: the LPR4M release as unpacked, "
+                             "its own frame geometry, JSON lists, boxes past the edge, sub-folders, no slice labels)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--url-prefix", default=DEFAULT_URL_PREFIX,
                         help=f"prefix of every URL, ending with '/' (default {DEFAULT_URL_PREFIX})")
@@ -30,11 +34,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         summary = generate_world(args.out, size=args.size, seed=args.seed, url_prefix=args.url_prefix,
-                                 workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+                                 family=args.family, workers=args.workers, overwrite=args.overwrite,
+                                 progress=not args.quiet)
     except (WorldExistsError, ValueError) as exc:
         print(f"lpr synth: error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {summary.size} world (seed {summary.seed}) to {summary.out_dir} in {summary.seconds:.1f} s")
+    family = "" if summary.family == "default" else f"{summary.family} "
+    print(f"wrote {summary.size} {family}world (seed {summary.seed}) to {summary.out_dir} in {summary.seconds:.1f} s")
     for key, value in summary.counts.items():
         print(f"  {key:20s} {value}")
     if args.preview:

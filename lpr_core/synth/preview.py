@@ -6,17 +6,15 @@ import json
 from pathlib import Path
 
 from lpr_core import ids
-from lpr_core.formats.schema import FILE_PATTERNS
 from lpr_core.synth.layout import source_path
 
 __all__ = ["make_contact_sheet"]
 
 
 def _one(world: Path, kind: str) -> Path:
-    paths = sorted(world.glob(FILE_PATTERNS[kind]))
-    if len(paths) != 1:
-        raise FileNotFoundError(f"{world}: expected one {FILE_PATTERNS[kind]} file, found {len(paths)}")
-    return paths[0]
+    from lpr_core.formats.discovery import find_one
+
+    return find_one(world, kind)
 
 
 def make_contact_sheet(world_dir: str | Path, out_png: str | Path, n_clips: int = 6, max_frames: int = 8,

@@ -8,11 +8,18 @@ the rendered silhouette, so it is exact.
 
 A gallery image is the same product drawn frontally on a plain background, as a shop photo.
 
+A scene has a style: ``studio`` (the default world's: a wall with posters, shelves, a plant) or
+``shopfloor`` (a shop's sales floor: clothes racks, display cubes, a brand banner; another world
+family's). A clip may hold its product at the edge of the picture (``ClipPlan.edge_out``): the
+product drifts past the left or right edge. Whenever the frame cuts the product, it records both
+the visible box and the product's full extent past the edge.
+
 All randomness comes from seeds in the plans, so a plan renders to the same bytes anywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -35,6 +42,7 @@ __all__ = [
     "SCALE_AREA_BOUNDS",
     "SCALE_REQUEST",
     "DURATION_BOUNDS",
+    "SCENE_STYLES",
 ]
 
 Box = tuple[int, int, int, int]
@@ -46,7 +54,11 @@ DURATION_BOUNDS = (0.4, 0.8)
 #: Requested box-area fractions per scale type (inside the bounds, with margin for the warp).
 SCALE_REQUEST: dict[int, tuple[float, float]] = {0: (0.025, 0.045), 1: (0.075, 0.12), 2: (0.2, 0.3)}
 
-_BG_SIZE = (480, 360)
+#: Canvas of a scene's background, per style (both 4:3: portrait frames are narrow crops of it).
+_BG_SIZES = {"studio": (480, 360), "shopfloor": (720, 540)}
+#: Share of the frames showing a product held at the edge after which it drifts there (``ClipPlan.edge_out``).
+_EDGE_FROM = 0.6
+SCENE_STYLES = tuple(_BG_SIZES)
 
 
 def scale_type_of(area_fraction: float) -> int:
@@ -75,6 +87,7 @@ class SceneLook:
     mask: RGB
     presenter_x: float
     long_hair: bool
+    style: str = "studio"
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,11 @@ class ClipPlan:
         visible: per frame, whether the target is shown.
         scale_area: requested box-area / frame-area of the target.
         seed: seed of every random choice of the clip.
+        edge_out: 0, or the share of the product's width held past the right (> 0) or left (< 0)
+            frame edge at the end of the clip: over the last 40% of the frames that show it, the
+            product drifts there (the last one shows it past the edge by that share).
+        margin: the product's centre keeps half its size plus this share of the frame from each
+            edge (a rotated or tilted product may still touch the edge).
     """
 
     clip_id: str
@@ -100,17 +118,25 @@ class ClipPlan:
     visible: tuple[bool, ...]
     scale_area: float
     seed: int
+    edge_out: float = 0.0
+    margin: float = 0.03
 
 
 @dataclass(frozen=True)
 class FrameRender:
-    """A rendered frame: JPEG bytes and the target's exact box (None when not visible)."""
+    """A rendered frame: JPEG bytes and the target's exact box (None when not visible).
+
+    ``box`` is the visible part, inside the frame; ``extent`` the product's whole silhouette in
+    frame coordinates, past the frame edge where the frame cuts the product (equal to ``box``
+    otherwise; None when not visible).
+    """
 
     frame_id: str
     jpeg: bytes
     box: Box | None
     area_fraction: float
     mask: np.ndarray | None = None
+    extent: Box | None = None
 
 
 def _jit(rng: np.random.Generator, c: RGB, k: float = 0.08) -> RGB:
@@ -142,7 +168,7 @@ def random_scene(rng: np.random.Generator) -> SceneLook:
 
 # --- backgrounds (cached per process) -----------------------------------------------------------
 
-_BG_CACHE: dict[int, Image.Image] = {}
+_BG_CACHE: dict[tuple[int, str], Image.Image] = {}
 _SPRITE_CACHE: dict[ProductLook, Image.Image] = {}
 
 
@@ -156,11 +182,23 @@ def _sprite(look: ProductLook) -> Image.Image:
 
 
 def _background(scene: SceneLook) -> Image.Image:
-    bg = _BG_CACHE.get(scene.seed)
+    key = (scene.seed, scene.style)
+    bg = _BG_CACHE.get(key)
     if bg is not None:
         return bg
+    if scene.style not in _BG_SIZES:
+        raise ValueError(f"unknown scene style {scene.style!r}; choose one of {', '.join(_BG_SIZES)}")
+    img = _studio(scene) if scene.style == "studio" else _shopfloor(scene)
+    if len(_BG_CACHE) > 16:
+        _BG_CACHE.clear()
+    _BG_CACHE[key] = img
+    return img
+
+
+def _studio(scene: SceneLook) -> Image.Image:
+    """The default world's studio: a wall with posters and a ring light, shelves, a plant."""
     rng = np.random.default_rng(scene.seed)
-    W, H = _BG_SIZE
+    W, H = _BG_SIZES["studio"]
     t = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
     arr = np.array(scene.wall, np.float32) * (1 - t) + np.array(scene.wall2, np.float32) * t
     img = Image.fromarray(np.broadcast_to(arr, (H, W, 3)).astype(np.uint8))
@@ -214,26 +252,79 @@ def _background(scene: SceneLook) -> Image.Image:
             d.ellipse([cx + 40 * math.cos(a) - 12, H * 0.62 + 40 * math.sin(a) - 6,
                        cx + 40 * math.cos(a) + 12, H * 0.62 + 40 * math.sin(a) + 6], fill=(50, 120, 60))
         d.rectangle([cx - 14, H * 0.62, cx + 14, H * 0.7], fill=(170, 100, 70))
-    img = img.filter(ImageFilter.GaussianBlur(0.8))
-    if len(_BG_CACHE) > 16:
-        _BG_CACHE.clear()
-    _BG_CACHE[scene.seed] = img
-    return img
+    return img.filter(ImageFilter.GaussianBlur(0.8))
 
 
-_NOISE: dict[int, Image.Image] = {}
+def _shopfloor(scene: SceneLook) -> Image.Image:
+    """A shop's sales floor: a bright banner wall, clothes racks, display cubes with products."""
+    rng = np.random.default_rng(scene.seed)
+    W, H = _BG_SIZES["shopfloor"]
+    img = Image.new("RGB", (W, H), scene.wall)
+    d = ImageDraw.Draw(img)
+    # ceiling lights and a floor
+    for x in np.arange(rng.uniform(20, 60), W, rng.uniform(90, 140)):
+        d.rectangle([x, 0, x + 50, 8], fill=(250, 250, 240))
+    floor_y = H * rng.uniform(0.68, 0.78)
+    d.rectangle([0, floor_y, W, H], fill=_jit(rng, (200, 195, 185), 0.15))
+    for x in np.arange(0, W, rng.uniform(40, 80)):  # floor tiles
+        d.line([(x, floor_y), (x - 60, H)], fill=_jit(rng, (170, 165, 155), 0.1), width=1)
+    # a brand banner: a band of colour with blocks of "text"
+    by = H * rng.uniform(0.05, 0.15)
+    bh = H * rng.uniform(0.08, 0.14)
+    d.rectangle([0, by, W, by + bh], fill=scene.wall2)
+    x = rng.uniform(10, 60)
+    while x < W - 40:
+        w = rng.uniform(14, 40)
+        d.rectangle([x, by + bh * 0.3, x + w, by + bh * 0.7], fill=_jit(rng, (250, 250, 250), 0.05))
+        x += w + rng.uniform(6, 30)
+    # clothes racks: a rail with hanging garments in stripes of colour
+    for _ in range(int(rng.integers(2, 4))):
+        x0 = rng.uniform(0, W * 0.7)
+        x1 = min(W, x0 + rng.uniform(120, 260))
+        ry = by + bh + rng.uniform(20, 60)
+        d.line([(x0, ry), (x1, ry)], fill=(90, 90, 95), width=3)
+        x = x0 + 4
+        while x < x1 - 8:
+            w = rng.uniform(8, 18)
+            h = rng.uniform(70, 150)
+            d.rectangle([x, ry + 4, x + w, ry + h], fill=tuple(int(v) for v in rng.integers(30, 235, 3)))
+            x += w + rng.uniform(0, 3)
+    # display cubes on the floor, some holding products that are in no gallery
+    for _ in range(int(rng.integers(2, 5))):
+        cw, ch = rng.uniform(60, 130), rng.uniform(50, 110)
+        cx = rng.uniform(0, W - cw)
+        top = floor_y - ch + rng.uniform(-10, 25)
+        d.rectangle([cx, top, cx + cw, top + ch], fill=_jit(rng, (235, 235, 232), 0.08),
+                    outline=(150, 150, 150))
+        if rng.random() < 0.7:
+            cat = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
+            look = random_look(rng, str(rng.choice(cat.families)), str(rng.choice(list(COLOUR_FAMILIES))))
+            sp = render_sprite(look, longest=int(rng.uniform(30, 60)))
+            img.paste(sp, (int(cx + (cw - sp.width) / 2), int(top - sp.height + 2)), sp)
+    return img.filter(ImageFilter.GaussianBlur(1.0))
 
 
-def _noise_image(sigma: int) -> Image.Image:
-    """A fixed field of Gaussian noise of std ``sigma``, offset by 128, sampled at random offsets.
+_NOISE: dict[int | tuple[int, int], Image.Image] = {}
+
+
+def _noise_image(sigma: int, side: int = 400) -> Image.Image:
+    """A fixed ``side`` x ``side`` field of Gaussian noise of std ``sigma``, offset by 128, sampled
+    at random offsets.
 
     Seeded by a constant, so it is identical in every process: frames stay deterministic.
     """
-    img = _NOISE.get(sigma)
+    key = sigma if side == 400 else (sigma, side)
+    img = _NOISE.get(key)
     if img is None:
-        field = np.random.default_rng(20221108).standard_normal((400, 400, 3), dtype=np.float32)
-        img = _NOISE[sigma] = Image.fromarray(np.clip(field * sigma + 128, 0, 255).round().astype(np.uint8))
+        field = np.random.default_rng(20221108).standard_normal((side, side, 3), dtype=np.float32)
+        img = _NOISE[key] = Image.fromarray(np.clip(field * sigma + 128, 0, 255).round().astype(np.uint8))
     return img
+
+
+def _noise_for(sigma: int, size: tuple[int, int]) -> Image.Image:
+    """The noise field for frames of ``size``: the 400 px one, or a larger one for large frames."""
+    longest = max(size)
+    return _noise_image(sigma) if longest <= 400 else _noise_image(sigma, 128 * math.ceil((longest + 64) / 128))
 
 
 # --- geometry ---------------------------------------------------------------------------------
@@ -277,13 +368,19 @@ def _quad(p: _Pose) -> np.ndarray:
     return pts @ rot.T + np.array([p.cx, p.cy])
 
 
-def _warp(sprite: Image.Image, quad: np.ndarray, size: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]] | None:
-    """Warp ``sprite`` onto ``quad`` (frame coords); return the RGBA patch and its offset, or None."""
-    W, H = size
-    x0 = max(0, math.floor(quad[:, 0].min()))
-    y0 = max(0, math.floor(quad[:, 1].min()))
-    x1 = min(W, math.ceil(quad[:, 0].max()) + 1)
-    y1 = min(H, math.ceil(quad[:, 1].max()) + 1)
+def _warp(sprite: Image.Image, quad: np.ndarray, size: tuple[int, int] | None) -> tuple[Image.Image, tuple[int, int]] | None:
+    """Warp ``sprite`` onto ``quad`` (frame coords); return the RGBA patch and its offset, or None.
+
+    The patch is cut to the frame of ``size``; with ``size`` None it holds the whole quad, also
+    past the frame's edges (the offset may then be negative).
+    """
+    x0 = math.floor(quad[:, 0].min())
+    y0 = math.floor(quad[:, 1].min())
+    x1 = math.ceil(quad[:, 0].max()) + 1
+    y1 = math.ceil(quad[:, 1].max()) + 1
+    if size is not None:
+        W, H = size
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
     span = max(np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[3] - quad[0]))
@@ -384,7 +481,7 @@ def render_clip(plan: ClipPlan, scene: SceneLook, looks: dict[str, ProductLook],
     # lighting and sensor of the clip
     gain = np.array([rng.uniform(0.78, 1.18)] * 3) * rng.uniform(0.92, 1.08, 3)
     lut = [min(255, int(v * g + 0.5)) for g in gain.tolist() for v in range(256)]
-    noise = _noise_image(int(rng.integers(2, 8)))
+    noise = _noise_for(int(rng.integers(2, 8)), (W, H))
     blur = rng.uniform(0.5, 1.1) if rng.random() < 0.25 else 0.0
     quality = int(rng.integers(28, 58))
 
@@ -404,14 +501,22 @@ def render_clip(plan: ClipPlan, scene: SceneLook, looks: dict[str, ProductLook],
                                Image.Resampling.BOX)
 
     def pose() -> _Pose:
-        mx = tw / 2 + 0.03 * W
-        my = th / 2 + 0.03 * H
+        mx = tw / 2 + plan.margin * W
+        my = th / 2 + plan.margin * H
         cx = float(np.clip(px0 + rng.uniform(-0.3, 0.3) * W, mx, W - mx))
         cy = float(np.clip(H * rng.uniform(0.45, 0.7), my, H - my))
         return _Pose(cx, cy, tw, th, rng.uniform(-0.3, 0.3), rng.uniform(-0.35, 0.35), rng.uniform(-0.25, 0.25))
 
     p0, p1 = pose(), pose()
     hand_side = 1.0 if p0.cx >= px0 else -1.0
+    edge_shift = 0.0
+    if plan.edge_out:  # late in the clip the product drifts to the edge: edge_out of its width past it
+        shown = [i for i, v in enumerate(plan.visible) if v]
+        edge_at = {i: (k / (len(shown) - 1) if len(shown) > 1 else 1.0) for k, i in enumerate(shown)}
+        xs = _quad(p1)[:, 0]
+        span = float(xs.max() - xs.min())
+        edge_shift = float((W + plan.edge_out * span - xs.max()) if plan.edge_out > 0
+                           else (plan.edge_out * span - xs.min()))
 
     # distractors: static, on the table or held in the other hand
     dist: list[tuple[ProductLook, _Pose]] = []
@@ -452,12 +557,15 @@ def render_clip(plan: ClipPlan, scene: SceneLook, looks: dict[str, ProductLook],
             if patch is not None and not (j == 0 and in_front):
                 _paste(frame, *patch)
         box = None
+        extent = None
         mask = None
         frac = 0.0
         if plan.visible[i]:
             pp = _Pose(_lerp(p0.cx, p1.cx, t) + rng.uniform(-3, 3), _lerp(p0.cy, p1.cy, t) + rng.uniform(-3, 3),
                        tw * rng.uniform(0.96, 1.04), th * rng.uniform(0.96, 1.04), _lerp(p0.angle, p1.angle, t),
                        _lerp(p0.yaw, p1.yaw, t), _lerp(p0.pitch, p1.pitch, t))
+            if edge_shift and edge_at[i] > _EDGE_FROM:
+                pp = dataclasses.replace(pp, cx=pp.cx + edge_shift * (edge_at[i] - _EDGE_FROM) / (1 - _EDGE_FROM))
             quad = _quad(pp)
             w = _warp(sprite, quad, (W, H))
             if w is not None:
@@ -469,6 +577,14 @@ def render_clip(plan: ClipPlan, scene: SceneLook, looks: dict[str, ProductLook],
                     # exact box in pixel-edge coordinates: pixels [x1, x2) x [y1, y2)
                     box = (int(ox + xs.min()), int(oy + ys.min()), int(ox + xs.max() + 1), int(oy + ys.max() + 1))
                     frac = (box[2] - box[0]) * (box[3] - box[1]) / (W * H)
+                    extent = box
+                    if box[0] == 0 or box[1] == 0 or box[2] == W or box[3] == H:  # cut by the frame?
+                        full = _warp(sprite, quad, None)
+                        if full is not None:
+                            fys, fxs = np.nonzero(np.asarray(full[0].getchannel("A")))
+                            fx, fy = full[1]
+                            extent = (int(fx + fxs.min()), int(fy + fys.min()), int(fx + fxs.max() + 1),
+                                      int(fy + fys.max() + 1))
                     if with_masks:
                         mask = np.zeros((H, W), np.uint8)
                         mask[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]] = alpha
@@ -496,7 +612,7 @@ def render_clip(plan: ClipPlan, scene: SceneLook, looks: dict[str, ProductLook],
             buf = io.BytesIO()
             frame.save(buf, format="JPEG", quality=quality)
             data = buf.getvalue()
-        out.append(FrameRender(fid, data, box, frac, mask))
+        out.append(FrameRender(fid, data, box, frac, mask, extent))
     return out
 
 

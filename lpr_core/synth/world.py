@@ -1,6 +1,7 @@
 """Generate a synthetic world in the exact LPR4M formats.
 
-A world is a directory laid out as a user would place the real LPR4M release::
+A world of the ``default`` family is a directory laid out as a user would place the real LPR4M
+release, flat::
 
     DIR/training_videoinfo_<clips>.txt        DIR/test_videoid_asr_<queries>.txt
     DIR/training_frame_url_<frames>.txt       DIR/test_image_title_<titles>.txt
@@ -13,8 +14,12 @@ A world is a directory laid out as a user would place the real LPR4M release::
     DIR/_source/products.json    hidden truth per image: category, shape, colour family, pattern
     DIR/_source/clips.json       hidden truth per clip: split, product, scale/duration/number types
 
+A world of another family (:mod:`lpr_core.synth.families`, e.g. ``release``) differs where the
+release's files may differ: frame geometry, image sizes, studio, list syntax, box precision,
+boxes past the frame edge, sub-folders (``train/``, ``test/annotations/``), no ``clips.json``.
+
 Annotation and URL files are written with :mod:`lpr_core.formats.writers`; ids follow
-:mod:`lpr_core.ids`. A world is a pure function of ``(size, seed, url_prefix)``: the same
+:mod:`lpr_core.ids`. A world is a pure function of ``(family, size, seed, url_prefix)``: the same
 arguments give byte-identical files, whatever the number of worker processes.
 
 Type columns are measured on the rendered frames, never just requested: the scale type is the
@@ -42,6 +47,7 @@ from lpr_core import ids
 from lpr_core.formats import writers
 from lpr_core.formats.records import VideoInfoRow
 from lpr_core.formats.schema import FILE_PATTERNS, URL_LISTS
+from lpr_core.synth.families import DEFAULT_FAMILY, FAMILIES, WorldFamily, family_of
 from lpr_core.synth.layout import SOURCE_DIR, source_path
 from lpr_core.synth.products import ProductLook, random_look
 from lpr_core.synth.render import (
@@ -62,6 +68,7 @@ __all__ = [
     "SOURCE_DIR",
     "WorldConfig",
     "SIZES",
+    "FAMILIES",
     "Product",
     "Clip",
     "Livestream",
@@ -78,7 +85,6 @@ DEFAULT_URL_PREFIX = "http://127.0.0.1:8000/lpr/"
 
 _EPOCH_2022_MS = 1_640_995_200_000
 _YEAR_MS = 365 * 86_400_000
-_SCALE_P = (0.3, 0.45, 0.25)
 _DURATION_P = (0.25, 0.35, 0.4)
 _MULTIPLE_P = 0.45
 
@@ -167,6 +173,7 @@ class WorldSummary:
         out_dir: the world directory.
         size: the preset name.
         seed: the seed.
+        family: the world family's name.
         url_prefix: the prefix of every URL in the URL files.
         counts: livestreams, clips, frames, images and boxes per split.
         files: LPR4M file kind (a key of ``FILE_PATTERNS``) -> path.
@@ -180,6 +187,7 @@ class WorldSummary:
     counts: dict[str, int]
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    family: str = DEFAULT_FAMILY
 
 
 class WorldExistsError(FileExistsError):
@@ -219,7 +227,8 @@ def _visible(rng: np.random.Generator, n: int, duration_type: int) -> tuple[bool
     return tuple(start <= i < start + k for i in range(n))
 
 
-def _plan_livestream(config: WorldConfig, seed: int, split: str, index: int, used: set[str]) -> Livestream:
+def _plan_livestream(config: WorldConfig, seed: int, split: str, index: int, used: set[str],
+                     family: WorldFamily) -> Livestream:
     rng = _rng(seed, "livestream", split, index)
 
     def new_id() -> str:
@@ -231,6 +240,8 @@ def _plan_livestream(config: WorldConfig, seed: int, split: str, index: int, use
 
     live_id = new_id()
     scene = random_scene(rng)
+    if family.scene_style != scene.style:
+        scene = dataclasses.replace(scene, style=family.scene_style)
     cats = [CATEGORIES[int(i)] for i in rng.choice(len(CATEGORIES), _between(rng, config.categories_per_live), replace=False)]
     fams = [str(f) for f in rng.choice(list(COLOUR_FAMILIES), _between(rng, config.colour_families_per_live), replace=False)]
     brands = [brand_name(rng) for _ in range(int(rng.integers(2, 4)))]
@@ -241,14 +252,14 @@ def _plan_livestream(config: WorldConfig, seed: int, split: str, index: int, use
         colour = fams[int(rng.integers(len(fams)))]
         look = random_look(rng, str(rng.choice(cat.families)), colour)
         brand = brands[int(rng.integers(len(brands)))]
-        gsize = (int(rng.integers(232, 289)), int(rng.integers(232, 289)))
+        gsize = family.gallery_size(rng)
         p = Product(new_id(), live_id, cat.category_id, brand, look, make_title(rng, cat, brand, colour, look.pattern),
                     gsize, int(rng.integers(0, 2**62)))
         products.append(p)
         if split == "test" and rng.random() < config.duplicate_listing_rate:
             products.append(dataclasses.replace(
                 p, image_id=new_id(), title=make_title(rng, cat, brand, colour, look.pattern),
-                gallery_size=(int(rng.integers(232, 289)), int(rng.integers(232, 289))),
+                gallery_size=family.gallery_size(rng),
                 gallery_seed=int(rng.integers(0, 2**62)), twin_of=p.image_id))
     originals = [p for p in products if p.twin_of is None]
 
@@ -264,8 +275,10 @@ def _plan_livestream(config: WorldConfig, seed: int, split: str, index: int, use
     targets = [targets[int(i)] for i in order]
 
     clips: list[Clip] = []
+    stream_size = family.stream_frame_size(rng)
+    edge_clips = family.edge_clips(rng, len(targets))
     t = _EPOCH_2022_MS + int(rng.integers(0, _YEAR_MS))
-    for p in targets:
+    for k, p in enumerate(targets):
         n = _between(rng, config.frames_per_clip)
         interval = int(rng.integers(800, 2500))
         start = t + int(rng.integers(5_000, 120_000))
@@ -282,17 +295,19 @@ def _plan_livestream(config: WorldConfig, seed: int, split: str, index: int, use
                 o = pool[int(rng.integers(len(pool)))]
                 if o.image_id not in distractors:
                     distractors.append(o.image_id)
-        scale_type = int(rng.choice(3, p=_SCALE_P))
+        scale_type = int(rng.choice(3, p=family.scale_p))
         lo, hi = SCALE_REQUEST[scale_type]
         plan = ClipPlan(
             clip_id=clip_id,
             frame_ids=frame_ids,
-            size=_frame_size(rng),
+            size=stream_size or _frame_size(rng),
             target=p.image_id,
             distractors=tuple(distractors),
             visible=_visible(rng, n, int(rng.choice(3, p=_DURATION_P))),
             scale_area=float(rng.uniform(lo, hi)),
             seed=int(rng.integers(0, 2**62)),
+            edge_out=family.clip_edge_out(rng) if k in edge_clips else 0.0,
+            margin=family.pose_margin,
         )
         cat = CATEGORIES[p.category_id]
         clips.append(Clip(plan, live_id, split, p.category_id, make_asr(rng, cat, p.look.colour_family, p.look.pattern)))
@@ -301,20 +316,23 @@ def _plan_livestream(config: WorldConfig, seed: int, split: str, index: int, use
     return Livestream(live_id, split, scene, tuple(products), tuple(clips))
 
 
-def plan_world(size: str | WorldConfig = "tiny", seed: int = 0) -> list[Livestream]:
+def plan_world(size: str | WorldConfig = "tiny", seed: int = 0,
+               family: str | WorldFamily = DEFAULT_FAMILY) -> list[Livestream]:
     """Plan a world (ids, products, clips, timings) without rendering anything.
 
     Args:
         size: a preset name of :data:`SIZES` or a :class:`WorldConfig`.
         seed: the world's seed.
+        family: a name of :data:`FAMILIES` or a :class:`~lpr_core.synth.families.WorldFamily`.
 
     Returns:
         The training livestreams followed by the test livestreams.
     """
     config = _config(size)
+    fam = family_of(family)
     used: set[str] = set()
-    lives = [_plan_livestream(config, seed, "train", i, used) for i in range(config.train_livestreams)]
-    lives += [_plan_livestream(config, seed, "test", i, used) for i in range(config.test_livestreams)]
+    lives = [_plan_livestream(config, seed, "train", i, used, fam) for i in range(config.train_livestreams)]
+    lives += [_plan_livestream(config, seed, "test", i, used, fam) for i in range(config.test_livestreams)]
     return lives
 
 
@@ -366,7 +384,7 @@ def _run_task(task: _ClipTask | _GalleryTask) -> tuple[int, list[tuple[str, list
             assert p is not None
             _write_bytes(p, fr.jpeg)
         n += len(frames)
-        results.append((plan.clip_id, [(fr.box, fr.area_fraction) for fr in frames]))
+        results.append((plan.clip_id, [(fr.box, fr.area_fraction, fr.extent) for fr in frames]))
     return n, results
 
 
@@ -448,6 +466,7 @@ def generate_world(
     seed: int = 0,
     url_prefix: str = DEFAULT_URL_PREFIX,
     *,
+    family: str | WorldFamily = DEFAULT_FAMILY,
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
@@ -463,6 +482,7 @@ def generate_world(
         size: a preset of :data:`SIZES` (``tiny``, ``small``, ``demo``) or a :class:`WorldConfig`.
         seed: the seed; the same arguments give byte-identical files.
         url_prefix: prefix of every URL (must end with ``/``); see :func:`set_url_prefix`.
+        family: the world family (:data:`FAMILIES`: ``default``, ``release``).
         workers: rendering processes (default: 1 for small worlds, else the available CPUs).
         overwrite: replace a non-empty directory that is not a synthetic world.
         progress: show a progress bar.
@@ -471,15 +491,16 @@ def generate_world(
         A :class:`WorldSummary` with the counts and the paths of the LPR4M files.
 
     Raises:
-        ValueError: on an unknown size or a malformed URL prefix.
+        ValueError: on an unknown size or family, or a malformed URL prefix.
         WorldExistsError: when ``out_dir`` holds something else and ``overwrite`` is false.
     """
     t0 = time.perf_counter()
     config = _config(size)
+    fam = family_of(family)
     _check_prefix(url_prefix)
     out_dir = Path(out_dir).resolve()
     _prepare_out(out_dir, overwrite)
-    lives = plan_world(config, seed)
+    lives = plan_world(config, seed, fam)
 
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     if tmp.exists():
@@ -490,19 +511,20 @@ def generate_world(
 
     n_frames = sum(len(c.plan.frame_ids) for live in lives for c in live.clips)
     boxes = _render_all(lives, tmp, workers or _default_workers(n_frames), progress)
-    counts, files = _write_annotations(tmp, lives, boxes, url_prefix)
-    _write_truth(tmp, lives, boxes, config, seed, counts)
+    counts, files = _write_annotations(tmp, lives, boxes, url_prefix, fam, seed)
+    _write_truth(tmp, lives, boxes, config, seed, counts, fam)
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
-    files = {k: out_dir / p.name for k, p in files.items()}
-    return WorldSummary(out_dir, config.name, seed, url_prefix, counts, files, time.perf_counter() - t0)
+    files = {k: out_dir / p.relative_to(tmp) for k, p in files.items()}
+    return WorldSummary(out_dir, config.name, seed, url_prefix, counts, files, time.perf_counter() - t0, fam.name)
 
 
 def _clip_types(clip: Clip, frame_boxes: list) -> tuple[list[list[tuple[int, int, int, int]]], int, int, int]:
-    per_frame = [[box] if box is not None else [] for box, _ in frame_boxes]
-    areas = [a for box, a in frame_boxes if box is not None]
+    """Per frame the rendered box (as a list), and the measured scale, duration and number types."""
+    per_frame = [[box] if box is not None else [] for box, *_ in frame_boxes]
+    areas = [a for box, a, *_ in frame_boxes if box is not None]
     n = len(frame_boxes)
     scale = scale_type_of(float(np.median(areas))) if areas else 0
     duration = duration_type_of(len(areas) / n)
@@ -510,8 +532,16 @@ def _clip_types(clip: Clip, frame_boxes: list) -> tuple[list[list[tuple[int, int
     return per_frame, scale, duration, number
 
 
+def _annotated(clip: Clip, frame_boxes: list, family: WorldFamily, seed: int) -> list[list]:
+    """Per frame the boxes the annotation files hold (the family's annotator, see
+    :meth:`~lpr_core.synth.families.WorldFamily.annotate`)."""
+    rng = _rng(seed, "annotate", clip.plan.clip_id)
+    size = clip.plan.size
+    return [[family.annotate(rng, box, extent, size)] if box is not None else [] for box, _, extent in frame_boxes]
+
+
 def _write_annotations(root: Path, lives: list[Livestream], boxes: dict[str, list],
-                       prefix: str) -> tuple[dict[str, int], dict[str, Path]]:
+                       prefix: str, family: WorldFamily, seed: int) -> tuple[dict[str, int], dict[str, Path]]:
     products = {p.image_id: p for live in lives for p in live.products}
     rows: list[VideoInfoRow] = []
     train_frames: list[str] = []
@@ -539,6 +569,8 @@ def _write_annotations(root: Path, lives: list[Livestream], boxes: dict[str, lis
         for clip in live.clips:
             plan = clip.plan
             per_frame, scale, duration, number = _clip_types(clip, boxes[plan.clip_id])
+            if family.box_decimals is not None:
+                per_frame = _annotated(clip, boxes[plan.clip_id], family, seed)
             target = products[plan.target]
             if live.split == "train":
                 rows.append(VideoInfoRow(plan.clip_id, list(plan.frame_ids), per_frame, plan.target, target.title,
@@ -565,29 +597,41 @@ def _write_annotations(root: Path, lives: list[Livestream], boxes: dict[str, lis
         "test_gallery_images": len(test_images),
         "test_titles": len(titles),
     }
+    names = {
+        "videoinfo": f"training_videoinfo_{len(rows)}.txt",
+        "train_frame_urls": f"training_frame_url_{len(train_frames)}.txt",
+        "train_image_urls": f"training_image_url_{len(train_images)}.txt",
+        "test_frame_urls": f"test_frame_url_{len(test_frames)}.txt",
+        "test_image_urls": f"test_image_url_{len(test_images)}.txt",
+        "test_asr": f"test_videoid_asr_{len(asr)}.txt",
+        "test_titles": f"test_image_title_{len(titles)}.txt",
+        "test_gt_images": f"test_videoid_to_gtimage_{len(gt)}.json",
+        "test_frame_boxes": f"test_frameid2gtbox_{len(gt)}_{len(frame_boxes)}.json",
+        "test_gallery": f"test_liveid_to_gallery_{len(gallery)}.json",
+    }
+    at = {kind: root / family.folder(kind) / name for kind, name in names.items()}
     files = {
-        "videoinfo": writers.write_videoinfo(root / f"training_videoinfo_{len(rows)}.txt", rows),
-        "train_frame_urls": writers.write_url_list(root / f"training_frame_url_{len(train_frames)}.txt",
+        "videoinfo": writers.write_videoinfo(at["videoinfo"], rows, family.list_syntax),
+        "train_frame_urls": writers.write_url_list(at["train_frame_urls"],
                                                    (ids.frame_url(prefix, f) for f in train_frames)),
-        "train_image_urls": writers.write_url_list(root / f"training_image_url_{len(train_images)}.txt",
+        "train_image_urls": writers.write_url_list(at["train_image_urls"],
                                                    (ids.image_url(prefix, i) for i in train_images)),
-        "test_frame_urls": writers.write_url_list(root / f"test_frame_url_{len(test_frames)}.txt",
+        "test_frame_urls": writers.write_url_list(at["test_frame_urls"],
                                                   (ids.frame_url(prefix, f) for f in test_frames)),
-        "test_image_urls": writers.write_url_list(root / f"test_image_url_{len(test_images)}.txt",
+        "test_image_urls": writers.write_url_list(at["test_image_urls"],
                                                   (ids.image_url(prefix, i) for i in test_images)),
-        "test_asr": writers.write_test_asr(root / f"test_videoid_asr_{len(asr)}.txt", asr),
-        "test_titles": writers.write_image_titles(root / f"test_image_title_{len(titles)}.txt", titles),
-        "test_gt_images": writers.write_gt_images(root / f"test_videoid_to_gtimage_{len(gt)}.json", gt),
-        "test_frame_boxes": writers.write_frame_boxes(
-            root / f"test_frameid2gtbox_{len(gt)}_{len(frame_boxes)}.json", frame_boxes),
-        "test_gallery": writers.write_live_gallery(root / f"test_liveid_to_gallery_{len(gallery)}.json", gallery),
+        "test_asr": writers.write_test_asr(at["test_asr"], asr),
+        "test_titles": writers.write_image_titles(at["test_titles"], titles),
+        "test_gt_images": writers.write_gt_images(at["test_gt_images"], gt),
+        "test_frame_boxes": writers.write_frame_boxes(at["test_frame_boxes"], frame_boxes),
+        "test_gallery": writers.write_live_gallery(at["test_gallery"], gallery),
     }
     assert set(files) == set(FILE_PATTERNS)
     return counts, files
 
 
 def _write_truth(root: Path, lives: list[Livestream], boxes: dict[str, list], config: WorldConfig, seed: int,
-                 counts: dict[str, int]) -> None:
+                 counts: dict[str, int], family: WorldFamily) -> None:
     products = {}
     clips = {}
     for live in lives:
@@ -607,9 +651,12 @@ def _write_truth(root: Path, lives: list[Livestream], boxes: dict[str, list], co
             }
     src = root / SOURCE_DIR
     writers.atomic_write_text(src / "products.json", json.dumps(products, indent=1))
-    writers.atomic_write_text(src / "clips.json", json.dumps(clips, indent=1))
+    if family.slice_labels:
+        writers.atomic_write_text(src / "clips.json", json.dumps(clips, indent=1))
     world = {"generator": "lpr_core.synth", "version": GENERATOR_VERSION, "size": config.name,
              "config": dataclasses.asdict(config), "seed": seed, "counts": counts}
+    if family.name != DEFAULT_FAMILY:  # (the default world's file predates families)
+        world["family"] = family.name
     writers.atomic_write_text(src / "world.json", json.dumps(world, indent=1))
 
 
@@ -619,21 +666,24 @@ def set_url_prefix(world_dir: str | Path, prefix: str) -> int:
     Used when the image server got a free port after the world was generated.
 
     Args:
-        world_dir: a directory holding the four LPR4M URL files.
+        world_dir: a directory holding the four LPR4M URL files (anywhere below it).
         prefix: the new prefix, ending with ``/`` (e.g. ``http://127.0.0.1:43121/lpr/``).
 
     Returns:
         The number of URLs rewritten.
 
     Raises:
-        ValueError: on a malformed prefix, a missing URL file or a malformed URL (naming the file
-            and line).
+        ValueError: on a malformed prefix, a missing URL file, two candidates for one, or a
+            malformed URL (naming the file and line).
     """
+    from lpr_core.formats.discovery import find_lpr4m_files
+
     _check_prefix(prefix)
     world_dir = Path(world_dir)
+    found = find_lpr4m_files(world_dir)
     total = 0
     for kind in URL_LISTS:
-        paths = sorted(world_dir.glob(FILE_PATTERNS[kind]))
+        paths = found.get(kind)
         if not paths:
             raise ValueError(f"{world_dir}: no {FILE_PATTERNS[kind]} file")
         parse = ids.parse_frame_url if kind.endswith("frame_urls") else ids.parse_image_url

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from lpr_core.formats.readers import SCHEMAS, find_lpr4m_files, read_kind
+from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
+from lpr_core.formats.readers import SCHEMAS, read_kind
 from lpr_core.formats.schema import FRAME_MANIFEST_SCHEMA, IMAGE_MANIFEST_SCHEMA
 
 __all__ = [
@@ -107,7 +108,10 @@ def _read_one(kind: str, paths: list[str], workers: int, max_examples: int) -> t
 def _read_annotations(
     directory: Path, workers: int, max_examples: int, meanwhile: Callable[[], None] | None, min_parallel_bytes: int
 ) -> tuple[dict, dict]:
-    found = {k: [str(p) for p in v] for k, v in find_lpr4m_files(directory).items()}
+    try:
+        found = {k: [str(p) for p in v] for k, v in find_lpr4m_files(directory).items()}
+    except DiscoveryError as exc:
+        raise InputError(str(exc)) from None
     tables: dict[str, pa.Table] = {kind: schema.empty_table() for kind, schema in SCHEMAS.items()}
     sources: dict[str, SourceInfo] = {kind: SourceInfo(kind) for kind in SCHEMAS}
     size = {k: sum(os.path.getsize(p) for p in v) for k, v in found.items()}
@@ -157,7 +161,8 @@ def load_inputs(
     """Read every annotation file and manifest there is; nothing missing raises here.
 
     Args:
-        annotations_dir: the directory of the LPR4M files (as released, or a synthetic world).
+        annotations_dir: the directory of the LPR4M files (as released, or a synthetic world),
+            searched recursively.
         download_dir: the download stage's output (``manifests/<split>_<kind>.parquet``).
         workers: processes; with more than one, the file kinds are read in parallel (spawned
             processes) once the annotation files hold ``min_parallel_bytes``.
@@ -166,7 +171,7 @@ def load_inputs(
         min_parallel_bytes: below this, reading stays in this process (spawning costs more).
 
     Raises:
-        InputError: a directory does not exist.
+        InputError: a directory does not exist, or holds two candidates for one LPR4M file kind.
     """
     annotations_dir, download_dir = Path(annotations_dir), Path(download_dir)
     for what, d in (("annotations", annotations_dir), ("download", download_dir)):

@@ -40,7 +40,6 @@ class ValidateParams:
             ``image_size`` untouched (else they were upscaled).
         size_tolerance_px: a downloaded side may differ from the keep_ratio size by this much
             (rounding).
-        box_tolerance_px: a box mapped to the downloaded size may exceed the image by this much.
         max_reject_fraction: per LPR4M file kind, the largest share of input rows the lenient
             readers may reject (malformed rows, frame/box lists of different lengths, unknown
             type codes, duplicate keys).
@@ -52,7 +51,11 @@ class ValidateParams:
         max_duplicate_image_fraction: the largest share of shop images whose sha256 equals the
             one of another image id (re-uploads are reported; the stage fails above this).
         min_decoded_fraction: the smallest share of the decoded sample that must decode.
-        min_boxes_inside_fraction: the smallest share of boxes that must lie inside their image.
+        max_box_outside_fraction: a box with a larger share of its area outside its frame fails
+            (mostly outside: the product is not where the box says). Boxes past the edge by less
+            are fine: ``prepare`` clips them to the frame.
+        max_clipped_box_fraction: per split, the largest share of (checked) boxes that may run past
+            their frame edge; more means boxes in another coordinate system or frame size.
         decode_sample: ``"all"`` or the number of downloaded files to decode per split and kind.
         workers: processes that read the annotation files (large ones) and decode images.
         seed: seed of the decode sample.
@@ -62,14 +65,14 @@ class ValidateParams:
     image_size: int = 128
     resize_only_if_bigger: bool = True
     size_tolerance_px: float = 1.0
-    box_tolerance_px: float = 1.0
     max_reject_fraction: float = 0.0
     min_download_success_rate: float = 0.95
     min_decodable_frames: int = 3
     min_gallery_downloaded_fraction: float = 1.0
     max_duplicate_image_fraction: float = 0.05
     min_decoded_fraction: float = 1.0
-    min_boxes_inside_fraction: float = 1.0
+    max_box_outside_fraction: float = 0.5
+    max_clipped_box_fraction: float = 0.1
     decode_sample: int | str = "all"
     workers: int = 2
     seed: int = 0
@@ -82,14 +85,14 @@ class ValidateParams:
 
         need(self.image_size > 0, f"image_size must be > 0, got {self.image_size}")
         need(self.size_tolerance_px >= 0, "size_tolerance_px must be >= 0")
-        need(self.box_tolerance_px >= 0, "box_tolerance_px must be >= 0")
         for name in (
             "max_reject_fraction",
             "min_download_success_rate",
             "min_gallery_downloaded_fraction",
             "max_duplicate_image_fraction",
             "min_decoded_fraction",
-            "min_boxes_inside_fraction",
+            "max_box_outside_fraction",
+            "max_clipped_box_fraction",
         ):
             value = getattr(self, name)
             need(0.0 <= value <= 1.0, f"{name} must be in [0, 1], got {value}")
@@ -111,7 +114,8 @@ class ValidateParams:
             "min_gallery_downloaded_fraction": float(self.min_gallery_downloaded_fraction),
             "min_unique_image_fraction": 1.0 - float(self.max_duplicate_image_fraction),
             "min_decoded_fraction": float(self.min_decoded_fraction),
-            "min_boxes_inside_fraction": float(self.min_boxes_inside_fraction),
+            "max_box_outside_fraction": float(self.max_box_outside_fraction),
+            "max_clipped_box_fraction": float(self.max_clipped_box_fraction),
         }
 
 

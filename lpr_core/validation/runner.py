@@ -193,14 +193,32 @@ def summarize(checks: list[CheckResult], tables: dict[str, pd.DataFrame], inputs
             str(i).removeprefix("manifest/").replace("_", "/", 1): round(float(r), 6)
             for i, r in zip(rates["id"], rates["success_rate"])
         },
+        "boxes": _box_edges(tables.get("box_edges")),
     }
     return summary, failing
+
+
+_EDGE_COUNTS = ("boxes", "checked", "past_edge", "no_area_left", "mostly_outside")
+
+
+def _box_edges(edges: pd.DataFrame | None) -> dict[str, dict[str, float]]:
+    """Per split: boxes, checked, past the frame edge, no area left, mostly outside, share past the edge."""
+    if edges is None:
+        return {}
+    out = {}
+    for row in edges.to_dict("records"):
+        counts: dict[str, float] = {k: int(row[k]) for k in _EDGE_COUNTS}
+        counts["past_edge_fraction"] = round(float(row["past_edge_fraction"]), 6)
+        out[str(row["id"])] = counts
+    return out
 
 
 def summary_metrics(summary: dict) -> dict[str, float]:
     """Flat numeric metrics of a summary (``validate/...`` names), for MLflow and DVC.
 
-    ``validate/success`` and ``validate/suite/<name>`` are 1.0 (passed) or 0.0 (failed).
+    ``validate/success`` and ``validate/suite/<name>`` are 1.0 (passed) or 0.0 (failed);
+    ``validate/boxes/<split>/<count>`` say per split how many boxes run past the frame edge (and
+    the share, ``past_edge_fraction``), keep no area once clipped, or lie mostly outside.
     """
     metrics: dict[str, float] = {"validate/success": float(bool(summary["success"]))}
     metrics["validate/failed_checks"] = float(len(summary["failed_checks"]))
@@ -210,6 +228,9 @@ def summary_metrics(summary: dict) -> dict[str, float]:
         metrics[f"validate/count/{name}"] = float(n)
     for name, rate in summary["download_success_rate"].items():
         metrics[f"validate/download_success_rate/{name.replace('/', '_')}"] = float(rate)
+    for split, counts in summary.get("boxes", {}).items():
+        for name, value in counts.items():
+            metrics[f"validate/boxes/{split}/{name}"] = float(value)
     return metrics
 
 

@@ -13,9 +13,12 @@ from typing import Any
 
 from lpr_core.formats.schema import DURATION_TYPES, NUMBER_TYPES, SCALE_TYPES
 from lpr_core.validation.patterns import CLIP_PATTERN, FRAME_PATTERN, SHA256_PATTERN, UUID_PATTERN
-from lpr_core.validation.tables import TABLE_NAMES
+from lpr_core.validation.tables import BOX_SPLITS, TABLE_NAMES
 
 __all__ = ["UUID_PATTERN", "CLIP_PATTERN", "FRAME_PATTERN", "SHA256_PATTERN", "suite_names", "build_suites"]
+
+
+_SPLIT_BOXES = {"train": "training (training_videoinfo)", "test": "test (test_frameid2gtbox)"}
 
 
 def _p(name: str) -> dict[str, str]:
@@ -97,16 +100,30 @@ def _specs() -> dict[str, list[tuple[str, str, dict[str, Any], str]]]:
              {"column": "downloaded", "value_set": [True], "mostly": _p("min_gallery_downloaded_fraction")},
              "Every test gallery image downloaded (at least min_gallery_downloaded_fraction of them)."),
         ],
-        # no id regex here: a box's frame id is rebuilt from parts the readers already checked
+        # no id regex here: a box's frame id is rebuilt from parts the readers already checked.
+        # A box past the frame edge is fine (prepare clips it): only what would break training or
+        # evaluation fails, and the share of such boxes per split (box_edges)
         "boxes": [
             ("well_formed", "ExpectColumnValuesToBeInSet", {"column": "well_formed", "value_set": [True]},
              "Boxes are well formed: x1 < x2 and y1 < y2, finite."),
-            ("inside_image", "ExpectColumnValuesToBeInSet",
-             {"column": "inside_image", "value_set": [True], "mostly": _p("min_boxes_inside_fraction")},
-             "Boxes lie inside their frame once mapped to the downloaded size (within box_tolerance_px); "
-             "boxes of frames that did not download are not checked."),
+            ("area_left", "ExpectColumnValuesToBeInSet", {"column": "keeps_area", "value_set": [True]},
+             "Every box keeps some area once clipped to its frame (prepare clips boxes past the frame edge, "
+             "in original pixels); boxes of frames that did not download are not checked."),
+            ("mostly_inside", "ExpectColumnValuesToBeBetween",
+             {"column": "outside_fraction", "min_value": 0.0, "max_value": _p("max_box_outside_fraction")},
+             "At most max_box_outside_fraction of a box's area lies outside its frame (a box mostly outside "
+             "does not show its product)."),
             ("clip_annotated", "ExpectColumnValuesToBeInSet", {"column": "clip_annotated", "value_set": [True]},
              "Every boxed test frame belongs to a query clip."),
+        ],
+        # one row per split; the observed value is the split's share of boxes past the frame edge
+        "box_edges": [
+            (f"{split}_past_edge", "ExpectColumnMaxToBeBetween",
+             {"column": "past_edge_fraction", "min_value": 0.0, "max_value": _p("max_clipped_box_fraction"),
+              "row_condition": f'id=="{split}"', "condition_parser": "pandas"},
+             f"The share of {what} boxes that run past their frame edge (clipped by prepare) is at most "
+             "max_clipped_box_fraction; a larger share means boxes in another coordinate system or frame size.")
+            for split, what in ((s, _SPLIT_BOXES[s]) for s in BOX_SPLITS)
         ],
         "train_clips": [
             ("clip_id", "ExpectColumnValuesToMatchRegex", {"column": "id", "regex": CLIP_PATTERN},

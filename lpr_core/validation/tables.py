@@ -1,7 +1,7 @@
 """Check tables: the inputs turned into one pandas DataFrame per entity, ready for expectations.
 
-Relational checks (a ground-truth image in its livestream's gallery, a box inside its downloaded
-frame, a query's decodable frames) become derived boolean or count columns, computed with
+Relational checks (a ground-truth image in its livestream's gallery, a box against its frame, a
+query's decodable frames) become derived boolean or count columns, computed with
 vectorised joins (integer keys, ``pd.Index.get_indexer``, ``np.isin``), so that each expectation
 is a plain built-in one on a column. Row-level checks of half a million rows that a built-in
 expectation would run in Python row by row (the id grammar of the manifests) are computed here
@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lpr_core.data.boxes import clip_to_frame
 from lpr_core.formats.schema import URL_LISTS
 from lpr_core.validation.inputs import MANIFESTS, ValidationInputs
 from lpr_core.validation.params import ValidateParams
@@ -27,9 +28,9 @@ from lpr_core.validation.patterns import FRAME_PATTERN, UUID_PATTERN
 
 __all__ = [
     "TABLE_NAMES",
+    "BOX_SPLITS",
     "schema_problems",
     "keep_ratio_ok",
-    "boxes_inside",
     "normalize_manifest",
     "build_tables",
 ]
@@ -42,9 +43,13 @@ TABLE_NAMES: tuple[str, ...] = (
     "test_queries",
     "test_gallery",
     "boxes",
+    "box_edges",
     "train_clips",
     "categories",
 )
+
+#: The splits of the annotated boxes: ``train`` (training_videoinfo), ``test`` (test_frameid2gtbox).
+BOX_SPLITS: tuple[str, ...] = ("train", "test")
 
 _URL_LIST_OF = {v: k for k, v in URL_LISTS.items()}  # (split, kind) -> url list kind
 
@@ -129,43 +134,6 @@ def keep_ratio_ok(
     ok = _positive(w, h, ow, oh)
     ew, eh = keep_ratio_size(ow[ok], oh[ok], image_size, resize_only_if_bigger)
     ok[ok] = (np.abs(w[ok] - ew) <= tolerance) & (np.abs(h[ok] - eh) <= tolerance)
-    return ok
-
-
-def boxes_inside(
-    boxes: np.ndarray,
-    width: np.ndarray,
-    height: np.ndarray,
-    original_width: np.ndarray,
-    original_height: np.ndarray,
-    tolerance: float = 1.0,
-) -> np.ndarray:
-    """Whether boxes in original pixels lie inside their image once mapped to the downloaded size.
-
-    The mapping is :func:`lpr_core.data.boxes.boxes_to_downloaded` (unclipped).
-
-    Args:
-        boxes: ``(n, 4)`` as ``x1, y1, x2, y2`` in pixels of the original frame.
-        width, height: downloaded sizes, ``(n,)``.
-        original_width, original_height: original sizes, ``(n,)``.
-        tolerance: pixels (of the downloaded image) a box may exceed the border by.
-
-    Returns:
-        ``(n,)`` booleans; False where a size is missing or not positive.
-    """
-    from lpr_core.data.boxes import boxes_to_downloaded
-
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    w, h = np.asarray(width, dtype=np.float64), np.asarray(height, dtype=np.float64)
-    ow, oh = np.asarray(original_width, dtype=np.float64), np.asarray(original_height, dtype=np.float64)
-    ok = _positive(w, h, ow, oh) & np.isfinite(b).all(axis=1)
-    m = boxes_to_downloaded(b[ok], ow[ok], oh[ok], w[ok], h[ok], clip=False).astype(np.float64)
-    ok[ok] = (
-        (m[:, 0] >= -tolerance)
-        & (m[:, 1] >= -tolerance)
-        & (m[:, 2] <= w[ok] + tolerance)
-        & (m[:, 3] <= h[ok] + tolerance)
-    )
     return ok
 
 
@@ -532,8 +500,8 @@ def _boxes_table(inputs: ValidationInputs, manifests: dict, params: ValidatePara
     for split, clip, fidx, frame_id, parent, coords, annotated in parts:
         n = len(parent)
         well_formed = (coords[:, 0] < coords[:, 2]) & (coords[:, 1] < coords[:, 3]) & np.isfinite(coords).all(1)
-        inside = np.zeros(n, dtype=bool)
-        unknown = np.ones(n, dtype=bool)
+        # the original size of each box's frame (NaN: the frame did not download, the box is not checked)
+        width, height = np.full(n, np.nan), np.full(n, np.nan)
         m = manifests.get((split, "frames"))
         if m is not None and len(m):
             mf = m.loc[m["status"].to_numpy() == "success"]
@@ -543,24 +511,19 @@ def _boxes_table(inputs: ValidationInputs, manifests: dict, params: ValidatePara
             row_pos[clip_codes < 0] = -1  # a clip the manifest does not know
             pos = row_pos[parent]
             hit = pos >= 0
-            p = pos[hit]
-            inside[hit] = boxes_inside(
-                coords[hit],
-                mf["width"].to_numpy()[p],
-                mf["height"].to_numpy()[p],
-                mf["original_width"].to_numpy()[p],
-                mf["original_height"].to_numpy()[p],
-                params.box_tolerance_px,
-            )
-            unknown[hit] = False
-        box_w = np.full(n, np.nan)
-        box_h = np.full(n, np.nan)
-        if m is not None and len(m):
-            box_w[hit], box_h[hit] = mf["original_width"].to_numpy()[p], mf["original_height"].to_numpy()[p]
+            width[hit] = mf["original_width"].to_numpy()[pos[hit]]
+            height[hit] = mf["original_height"].to_numpy()[pos[hit]]
+        clip_ = clip_to_frame(coords, width, height)  # what prepare does to the same boxes
+        unchecked = ~clip_.known | ~well_formed
+        outside = np.where(unchecked, np.nan, clip_.outside_fraction)
+        bad = ~well_formed | (clip_.known & (~clip_.keeps_area | (outside > params.max_box_outside_fraction)))
         detail = _details(
             n,
-            np.flatnonzero(~(well_formed & (inside | unknown))),
-            lambda i, c=coords, w=box_w, h=box_h: f"box {c[i].round(1).tolist()} in an original {w[i]:.0f}x{h[i]:.0f} frame",
+            np.flatnonzero(bad),
+            lambda i, c=coords, w=width, h=height, o=outside: (
+                f"box {c[i].round(1).tolist()} in an original {w[i]:.0f}x{h[i]:.0f} frame"
+                + (f": {o[i]:.0%} of it outside" if np.isfinite(o[i]) else "")
+            ),
         )
         frames_out.append(
             pd.DataFrame(
@@ -572,7 +535,9 @@ def _boxes_table(inputs: ValidationInputs, manifests: dict, params: ValidatePara
                     "x2": coords[:, 2],
                     "y2": coords[:, 3],
                     "well_formed": _bool(well_formed),
-                    "inside_image": _bool(inside, unknown),
+                    "past_edge": _bool(clip_.past_edge, unchecked),
+                    "keeps_area": _bool(clip_.keeps_area, unchecked),
+                    "outside_fraction": outside,
                     "clip_annotated": _bool(annotated[parent]),
                     "detail": detail,
                 }
@@ -584,13 +549,35 @@ def _boxes_table(inputs: ValidationInputs, manifests: dict, params: ValidatePara
                 "id": pd.Series(dtype=object),
                 "split": pd.Series(dtype="category"),
                 **{c: pd.Series(dtype=np.float64) for c in ("x1", "y1", "x2", "y2")},
-                **{c: pd.Series(dtype="boolean") for c in ("well_formed", "inside_image", "clip_annotated")},
+                **{c: pd.Series(dtype="boolean") for c in ("well_formed", "past_edge", "keeps_area")},
+                "outside_fraction": pd.Series(dtype=np.float64),
+                "clip_annotated": pd.Series(dtype="boolean"),
                 "detail": pd.Series(dtype=object),
             }
         )
     out = pd.concat(frames_out, ignore_index=True)
     out["split"] = out["split"].astype("category")
     return out
+
+
+def _box_edges_table(boxes: pd.DataFrame, params: ValidateParams) -> pd.DataFrame:
+    """One row per split (:data:`BOX_SPLITS`, always both): boxes, how many could be checked, ran
+    past the frame edge, kept no area, lay mostly outside, and the share past the edge."""
+    rows = []
+    for split in BOX_SPLITS:
+        b = boxes.loc[(boxes["split"] == split).to_numpy()]
+        checked = int(b["past_edge"].notna().sum())
+        past = int(b["past_edge"].fillna(False).sum())
+        no_area = int((b["keeps_area"] == False).sum())  # noqa: E712 (NA-aware)
+        mostly = int((b["outside_fraction"] > params.max_box_outside_fraction).sum())
+        share = past / checked if checked else 0.0
+        rows.append({
+            "id": split, "boxes": len(b), "checked": checked, "past_edge": past, "no_area_left": no_area,
+            "mostly_outside": mostly, "past_edge_fraction": share,
+            "detail": f"{past} of {checked} checked boxes run past the frame edge ({share:.1%}); "
+                      f"{no_area} keep no area, {mostly} lie mostly outside; {len(b) - checked} not checked",
+        })
+    return pd.DataFrame(rows)
 
 
 def build_tables(
@@ -609,13 +596,15 @@ def build_tables(
             _attach_decoded(m, decoded)
     mtable = _manifests_table(manifests, params)
     queries, lives = _queries_and_lives(inputs, manifests.get(("test", "frames")))
+    boxes = _boxes_table(inputs, manifests, params)
     tables = {
         "files": _files_table(inputs, manifests, params),
         "manifests": mtable,
         "test_livestreams": lives,
         "test_queries": queries,
         "test_gallery": _gallery_table(inputs, manifests.get(("test", "images"))),
-        "boxes": _boxes_table(inputs, manifests, params),
+        "boxes": boxes,
+        "box_edges": _box_edges_table(boxes, params),
         "train_clips": _train_clips_table(inputs),
         "categories": _categories_table(inputs),
     }

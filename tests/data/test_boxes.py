@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lpr_core.data.boxes import boxes_to_downloaded, boxes_to_original, keep_ratio_size, scale_factors
+from lpr_core.data.boxes import (
+    boxes_to_downloaded,
+    boxes_to_original,
+    clip_to_frame,
+    keep_ratio_size,
+    scale_factors,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +110,51 @@ def test_bad_input_is_rejected_with_the_index():
         scale_factors(10, 10, np.array([np.nan]), 5)  # a failed download has no size
     with pytest.raises(ValueError, match=r"shape \(\.\.\., 4\)"):
         boxes_to_downloaded(np.zeros((2, 3)), 10, 10, 5, 5)
+
+
+def _clip_oracle(box, w, h):
+    """One box against one frame, the plain way: (clipped box, past the edge, keeps area, outside share)."""
+    x1, y1, x2, y2 = box
+    if not (w > 0 and h > 0 and np.isfinite(w) and np.isfinite(h)):
+        return list(box), False, x2 > x1 and y2 > y1, float("nan")
+    c = [max(x1, 0.0), max(y1, 0.0), min(x2, w), min(y2, h)]
+    past = x1 < 0 or y1 < 0 or x2 > w or y2 > h
+    keeps = c[2] > c[0] and c[3] > c[1]
+    area = (x2 - x1) * (y2 - y1)
+    inside = max(c[2] - c[0], 0.0) * max(c[3] - c[1], 0.0)
+    return c, past, keeps, (1 - inside / area) if area > 0 else float("nan")
+
+
+def test_clip_to_frame_matches_a_plain_loop():
+    rng = np.random.default_rng(3)
+    n = 500
+    w = rng.choice([720.0, 1280.0, 540.0, np.nan], n)  # NaN: the frame did not download
+    h = rng.choice([1280.0, 720.0, 960.0], n)
+    x1 = rng.uniform(-200, 1300, n)
+    y1 = rng.uniform(-200, 1300, n)
+    boxes = np.stack([x1, y1, x1 + rng.uniform(-20, 400, n), y1 + rng.uniform(-20, 400, n)], 1)
+    boxes[:5] = [[0, 0, 720, 1280], [-1, 0, 10, 10], [720, 0, 730, 10], [0, 0, 0, 10], [10, 10, 5, 20]]
+    w[:5], h[:5] = 720, 1280
+    got = clip_to_frame(boxes, w, h)
+    for i in range(n):
+        c, past, keeps, outside = _clip_oracle(boxes[i], w[i], h[i])
+        assert got.boxes[i].tolist() == pytest.approx(c)
+        assert (bool(got.past_edge[i]), bool(got.keeps_area[i])) == (past, keeps), i
+        assert got.known[i] == np.isfinite(w[i])
+        if np.isnan(outside):
+            assert np.isnan(got.outside_fraction[i])
+        else:
+            assert got.outside_fraction[i] == pytest.approx(outside)
+    # on the border exactly is inside; wholly outside keeps no area; degenerate boxes have no share
+    assert got.past_edge[:5].tolist() == [False, True, True, False, False]
+    assert got.keeps_area[:5].tolist() == [True, True, False, False, False]
+    assert got.outside_fraction[2] == 1.0 and np.isnan(got.outside_fraction[3])
+
+
+def test_clip_to_frame_scalar_sizes_and_bad_shape():
+    got = clip_to_frame([[-10, 5, 90, 50]], 100, 40)
+    assert got.boxes.tolist() == [[0, 5, 90, 40]]
+    assert got.outside_fraction[0] == pytest.approx(1 - 90 * 35 / (100 * 45))
+    assert clip_to_frame(np.zeros((0, 4)), 10, 10).boxes.shape == (0, 4)
+    with pytest.raises(ValueError, match=r"shape \(n, 4\)"):
+        clip_to_frame(np.zeros((2, 3)), 10, 10)

@@ -304,9 +304,14 @@ def test_find_url_lists(tmp_path):
     found = find_url_lists(tmp_path)
     assert found["test_image_urls"] == tmp_path / "test_image_url_3.txt"
     assert found["train_frame_urls"] is None
-    (tmp_path / "test_image_url_4.txt").write_text("")
-    with pytest.raises(DownloadError, match="several files match test_image_url_"):
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "test_frame_url_5.txt").write_text("")  # a release unpacked into sub-folders
+    assert find_url_lists(tmp_path)["test_frame_urls"] == tmp_path / "test" / "test_frame_url_5.txt"
+    (tmp_path / "test" / "test_image_url_4.txt").write_text("")
+    with pytest.raises(DownloadError, match="two candidates for the test_image_urls file") as err:
         find_url_lists(tmp_path)
+    assert str(tmp_path / "test_image_url_3.txt") in str(err.value)
+    assert str(tmp_path / "test" / "test_image_url_4.txt") in str(err.value)
     with pytest.raises(DownloadError, match="not a directory"):
         find_url_lists(tmp_path / "nope")
 

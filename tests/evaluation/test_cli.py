@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _files(tmp_path, seed=0):
     rnd = random.Random(seed)
     gt, query_ids, _, raw = random_world(seed, n_queries=80)
+    gt = {q: list(dict.fromkeys(images)) for q, images in gt.items()}  # the LPR4M reader refuses a repeated image
     predictions = {}
     for query_id in query_ids:
         if query_id not in gt or rnd.random() < 0.1:
@@ -81,6 +82,16 @@ def test_malformed_file_exits_2_naming_file_and_key(tmp_path, capsys):
     assert main(["evaluate-predictions", "--gt", str(gt_path), "--pred", str(pred_path)]) == 2
     err = capsys.readouterr().err
     assert str(pred_path) in err and query in err and "entry 0" in err
+
+
+def test_a_repeated_ground_truth_image_exits_2_naming_file_line_and_key(tmp_path, capsys):
+    gt, _, gt_path, pred_path = _files(tmp_path)
+    query = next(iter(gt))
+    gt[query] = gt[query] + gt[query][:1]
+    gt_path.write_text(json.dumps(gt, indent=1))
+    assert main(["evaluate-predictions", "--gt", str(gt_path), "--pred", str(pred_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{gt_path}:2: item {len(gt[query]) - 1}: duplicate image_id {gt[query][0]}" in err  # line 2: the first key
 
 
 def test_runs_as_a_command(tmp_path):

@@ -41,6 +41,18 @@ def test_writer_to_reader_round_trip(tmp_path, fast):
     assert (report.rows_read, report.rows_rejected, report.rejects) == (len(ROWS), 0, [])
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_json_list_syntax_round_trip(tmp_path, fast):
+    path = writers.write_videoinfo(tmp_path / "training_videoinfo_1.txt", ROWS, list_syntax="json")
+    first = path.read_text(encoding="utf-8").split("\n", 1)[0].split("\t")
+    assert json.loads(first[1]) == ROWS[0].frame_ids and first[1].startswith('["')
+    table, report = read_videoinfo(path, fast=fast, strict=True)
+    assert table.to_pylist() == expected_videoinfo(ROWS)
+    assert report.rows_rejected == 0
+    with pytest.raises(ValueError, match="list_syntax must be one of python, json"):
+        writers.format_videoinfo_row(ROWS[0], list_syntax="yaml")
+
+
 def test_integer_boxes_and_many_frames_round_trip(tmp_path):
     rows = make_rows(5, seed=9, max_frames=300, float_boxes=False)
     path = writers.write_videoinfo(tmp_path / "training_videoinfo_1.txt", rows)

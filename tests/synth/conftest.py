@@ -11,3 +11,9 @@ from lpr_core.synth.world import generate_world
 def tiny_world(tmp_path_factory):
     """The WorldSummary of a tiny world (seed 0). Tests must not modify it."""
     return generate_world(tmp_path_factory.mktemp("synth") / "tiny", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def release_world(tmp_path_factory):
+    """The WorldSummary of a tiny world of the ``release`` family (seed 0). Tests must not modify it."""
+    return generate_world(tmp_path_factory.mktemp("synth") / "release", size="tiny", seed=0, family="release")

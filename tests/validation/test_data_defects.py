@@ -7,6 +7,8 @@ and named the planted id. The clean world passes.
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.compute as pc
 import pytest
 
@@ -64,19 +66,85 @@ def test_gt_image_missing_from_its_gallery(world):
     )
 
 
-def test_box_outside_the_frame(world):
+def _frame_widths(world, split="test"):
+    return {r["frame_id"]: r["original_width"] for r in read_manifest(world.download, split, "frames").to_pylist()}
+
+
+def _push_right(box, width, outside):
+    """``box`` moved right so that ``outside`` of its width lies past the frame's right edge."""
+    x1, y1, x2, y2 = box
+    shift = width + outside * (x2 - x1) - x2
+    return [x1 + shift, y1, x2 + shift, y2]
+
+
+def test_a_few_boxes_past_the_frame_edge_pass_and_are_counted_per_split(world):
+    path = one_file(world.annotations, "test_frame_boxes")
+    boxes = read_json(path)
+    widths = _frame_widths(world)
+    frame = sorted(boxes)[0]
+    boxes[frame][0] = _push_right(boxes[frame][0], widths[frame], 0.3)  # a product held at the edge
+    write_json(path, boxes)
+    outcome = world.validate()
+    assert outcome.success, failed(outcome)
+    n_test = sum(len(b) for b in boxes.values())
+    assert outcome.summary["boxes"]["test"] == {
+        "boxes": n_test, "checked": n_test, "past_edge": 1, "no_area_left": 0, "mostly_outside": 0,
+        "past_edge_fraction": round(1 / n_test, 6)}
+    assert outcome.summary["boxes"]["train"]["past_edge"] == 0
+    from lpr_core.validation.runner import summary_metrics
+
+    metrics = summary_metrics(outcome.summary)
+    assert metrics["validate/boxes/test/past_edge"] == 1.0
+    assert metrics["validate/boxes/test/past_edge_fraction"] == pytest.approx(1 / n_test, abs=1e-6)
+    checks = {f"{c.suite}.{c.check}": c for c in outcome.checks}
+    assert checks["box_edges.test_past_edge"].observed == pytest.approx(1 / n_test)  # shown in Data Docs
+
+
+def test_a_box_mostly_outside_its_frame(world):
     path = one_file(world.annotations, "test_frame_boxes")
     boxes = read_json(path)
     frame = sorted(boxes)[0]
-    frames = read_manifest(world.download, "test", "frames").to_pylist()
-    original_width = next(r["original_width"] for r in frames if r["frame_id"] == frame)
-    x1, y1, _, y2 = boxes[frame][0]
-    boxes[frame][0] = [x1, y1, original_width + 40.0, y2]
+    boxes[frame][0] = _push_right(boxes[frame][0], _frame_widths(world)[frame], 0.7)
     write_json(path, boxes)
     outcome = world.validate()
-    assert failed(outcome) == {"boxes.inside_image"}
-    assert failing_ids(outcome, "boxes.inside_image") == {frame}
-    assert f"{original_width + 40:.1f}" in detail_of(outcome, "boxes.inside_image", frame)
+    assert failed(outcome) == {"boxes.mostly_inside"}
+    assert failing_ids(outcome, "boxes.mostly_inside") == {frame}
+    assert detail_of(outcome, "boxes.mostly_inside", frame).endswith(": 70% of it outside")
+
+
+def test_a_box_with_no_area_left_in_its_frame(world):
+    path, rows = videoinfo_rows(world)
+    row = rows[0]
+    frame_boxes = json.loads(row[2])
+    k = next(i for i, b in enumerate(frame_boxes) if b)
+    frame = json.loads(row[1].replace("'", '"'))[k]
+    width = _frame_widths(world, "train")[frame]
+    x1, y1, x2, y2 = frame_boxes[k][0]
+    frame_boxes[k][0] = [width + 5, y1, width + 5 + (x2 - x1), y2]  # wholly right of the frame
+    row[2] = json.dumps(frame_boxes)
+    write_videoinfo_rows(path, rows)
+    outcome = world.validate()
+    assert failed(outcome) == {"boxes.area_left", "boxes.mostly_inside"}
+    assert failing_ids(outcome, "boxes.area_left") == {frame}
+    assert outcome.summary["boxes"]["train"]["no_area_left"] == 1
+
+
+def test_too_many_boxes_past_the_frame_edge(world):
+    path = one_file(world.annotations, "test_frame_boxes")
+    boxes = read_json(path)
+    widths = _frame_widths(world)
+    moved = sorted(boxes)[: len(boxes) // 4]  # a quarter of the boxed frames, each a little past the edge
+    for frame in moved:
+        boxes[frame] = [_push_right(b, widths[frame], 0.1) for b in boxes[frame]]
+    write_json(path, boxes)
+    share = sum(len(boxes[f]) for f in moved) / sum(len(b) for b in boxes.values())
+    assert share > world.params.max_clipped_box_fraction
+    outcome = world.validate()
+    assert failed(outcome) == {"box_edges.test_past_edge"}
+    check = next(c for c in outcome.checks if c.check == "test_past_edge")
+    assert check.observed == pytest.approx(share)
+    assert outcome.summary["boxes"]["test"]["past_edge_fraction"] == pytest.approx(share, abs=1e-6)
+    assert world.validate(max_clipped_box_fraction=0.5).success  # the threshold is a param
 
 
 def test_malformed_box(world):

@@ -14,7 +14,7 @@ from lpr_core.formats.schema import FRAME_MANIFEST_SCHEMA, IMAGE_MANIFEST_SCHEMA
 from lpr_core.validation.images import DECODE_COLUMNS
 from lpr_core.validation.inputs import SourceInfo, ValidationInputs
 from lpr_core.validation.params import ALL_SOURCES, ValidateParams
-from lpr_core.validation.tables import TABLE_NAMES, boxes_inside, build_tables, keep_ratio_ok, schema_problems
+from lpr_core.validation.tables import TABLE_NAMES, build_tables, keep_ratio_ok, schema_problems
 
 LIVE_A = "aaaaaaaa-0000-4000-8000-000000000001"
 LIVE_B = "bbbbbbbb-0000-4000-8000-000000000002"
@@ -109,14 +109,6 @@ def test_keep_ratio_ok(w, h, ow, oh, only_if_bigger, ok):
     assert got.tolist() == [ok]
 
 
-def test_boxes_inside_maps_to_the_downloaded_size():
-    boxes = np.array([[0, 0, 1280, 720], [100, 100, 1282, 200], [100, 100, 1290, 200], [-10, 0, 5, 5], [0, 0, 1, 1]])
-    w, h = np.full(5, 398.0), np.full(5, 224.0)
-    ow, oh = np.array([1280.0, 1280, 1280, 1280, np.nan]), np.full(5, 720.0)
-    # 1282 px -> 398.6 (inside the 1 px tolerance); 1290 -> 401.1 (outside); -10 -> -3.1 (outside)
-    assert boxes_inside(boxes, w, h, ow, oh, tolerance=1.0).tolist() == [True, True, False, False, False]
-
-
 def test_schema_problems_names_missing_and_mistyped_columns():
     assert schema_problems(FRAME_MANIFEST_SCHEMA, FRAME_MANIFEST_SCHEMA) == []
     extra = FRAME_MANIFEST_SCHEMA.append(pa.field("extra", pa.string()))
@@ -133,7 +125,9 @@ def test_every_table_is_built_from_empty_inputs():
     tables = build_tables(make_inputs(), no_decode(), P)
     assert tuple(tables) == TABLE_NAMES
     assert all("id" in t.columns for t in tables.values())
-    assert all(len(t) == 0 for name, t in tables.items() if name != "files")
+    assert all(len(t) == 0 for name, t in tables.items() if name not in ("files", "box_edges"))
+    assert tables["box_edges"]["id"].tolist() == ["train", "test"]  # one row per split, always
+    assert tables["box_edges"]["checked"].tolist() == [0, 0]
 
 
 def test_queries_gt_in_own_gallery_and_decodable_frames():
@@ -170,7 +164,8 @@ def test_gallery_downloaded_needs_a_successful_manifest_row():
     assert g["downloaded"].tolist() == [True, False, False]
 
 
-def test_boxes_inside_frames_well_formed_and_unknown_without_a_download():
+def test_boxes_against_their_original_frame_well_formed_and_unknown_without_a_download():
+    # frames are 1280x720 originals
     inputs = make_inputs(
         gt={CLIP_A: [IMG[0]]},
         frame_boxes=[
@@ -178,17 +173,32 @@ def test_boxes_inside_frames_well_formed_and_unknown_without_a_download():
             {"clip_id": CLIP_A, "frame_index": 1, "boxes": [[50, 50, 40, 60]]},
             {"clip_id": CLIP_A, "frame_index": 2, "boxes": [[0, 0, 10, 10]]},  # not downloaded
             {"clip_id": CLIP_B, "frame_index": 0, "boxes": [[0, 0, 10, 10]]},  # not a query clip
+            {"clip_id": CLIP_A, "frame_index": 3, "boxes": [[1280, 0, 1300, 10], [1000, 700, 1280, 720]]},
         ],
         frames=_frames_manifest(
             [{"clip": CLIP_A, "index": 0}, {"clip": CLIP_A, "index": 1}, {"clip": CLIP_B, "index": 0},
-             {"clip": CLIP_A, "index": 2, "status": "failed"}]
+             {"clip": CLIP_A, "index": 2, "status": "failed"}, {"clip": CLIP_A, "index": 3}]
         ),
     )
-    b = build_tables(inputs, no_decode(), P)["boxes"]
-    assert b["id"].tolist() == [f"{CLIP_A}-0000", f"{CLIP_A}-0000", f"{CLIP_A}-0001", f"{CLIP_A}-0002", f"{CLIP_B}-0000"]
-    assert b["inside_image"].tolist() == [True, False, True, pd.NA, True]
-    assert b["well_formed"].tolist() == [True, True, False, True, True]
-    assert b["clip_annotated"].tolist() == [True, True, True, True, False]
+    tables = build_tables(inputs, no_decode(), P)
+    b = tables["boxes"]
+    assert b["id"].tolist() == [f"{CLIP_A}-0000", f"{CLIP_A}-0000", f"{CLIP_A}-0001", f"{CLIP_A}-0002",
+                                f"{CLIP_B}-0000", f"{CLIP_A}-0003", f"{CLIP_A}-0003"]
+    assert b["well_formed"].tolist() == [True, True, False, True, True, True, True]
+    # past the edge by 20 of 100 px: clipped, keeps its area; wholly right of the frame: no area left;
+    # on the border exactly: inside. Unknown: not downloaded, or not well formed
+    assert b["past_edge"].tolist() == [False, True, pd.NA, pd.NA, False, True, False]
+    assert b["keeps_area"].tolist() == [True, True, pd.NA, pd.NA, True, False, True]
+    assert b["outside_fraction"].round(6).tolist()[:2] == [0.0, 0.2]
+    assert np.isnan(b["outside_fraction"].iloc[2]) and np.isnan(b["outside_fraction"].iloc[3])
+    assert b["outside_fraction"].iloc[5] == 1.0
+    assert b["clip_annotated"].tolist() == [True, True, True, True, False, True, True]
+    assert b["detail"].iloc[5] == "box [1280.0, 0.0, 1300.0, 10.0] in an original 1280x720 frame: 100% of it outside"
+    edges = tables["box_edges"].set_index("id")
+    assert edges.loc["test", ["boxes", "checked", "past_edge", "no_area_left", "mostly_outside"]].tolist() == [7, 5, 2, 1, 1]
+    assert edges.loc["test", "past_edge_fraction"] == pytest.approx(2 / 5)
+    assert edges.loc["train", ["boxes", "checked", "past_edge"]].tolist() == [0, 0, 0]  # both splits, always
+    assert edges.loc["train", "past_edge_fraction"] == 0.0
 
 
 def test_train_clips_boxes_must_belong_to_listed_frames():
@@ -244,7 +254,7 @@ def test_files_table_success_rate_against_the_url_list():
 
 
 def test_train_boxes_are_checked_against_the_train_frames_manifest():
-    inside, outside = [0.0, 0.0, 100.0, 100.0], [0.0, 0.0, 1400.0, 100.0]
+    inside, outside = [0.0, 0.0, 100.0, 100.0], [0.0, 0.0, 1400.0, 100.0]  # 1280 px wide frames
     inputs = make_inputs(
         videoinfo=[_vi_row(CLIP_A, [0, 1, 2], [0, 2, 2], [inside, inside, outside])],
         train_frames=_frames_manifest([{"clip": CLIP_A, "index": 0}, {"clip": CLIP_A, "index": 2}]),
@@ -253,7 +263,10 @@ def test_train_boxes_are_checked_against_the_train_frames_manifest():
     b = build_tables(inputs, no_decode(), P)["boxes"]
     assert b["split"].tolist() == ["train"] * 3
     assert b["id"].tolist() == [f"{CLIP_A}-0000", f"{CLIP_A}-0002", f"{CLIP_A}-0002"]
-    assert b["inside_image"].tolist() == [True, True, False]
+    assert b["past_edge"].tolist() == [False, False, True]
+    assert b["outside_fraction"].round(6).tolist() == [0.0, 0.0, round(120 / 1400, 6)]
+    edges = build_tables(inputs, no_decode(), P)["box_edges"].set_index("id")
+    assert edges.loc["train", ["boxes", "checked", "past_edge"]].tolist() == [3, 3, 1]
 
 
 def test_manifest_id_grammar_per_kind_with_na_on_the_other_kind():

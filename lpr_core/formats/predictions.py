@@ -1,12 +1,14 @@
-"""Read and check the JSON files of the evaluation: ground truth, gallery lists and predictions.
+"""The prediction file of the official LPR4M evaluation: ``{video_id: [[image_id, score], ...]}``.
 
-- ground truth: ``test_videoid_to_gtimage_*.json``, ``{video_id: [image_id, ...]}``;
-- galleries: ``test_liveid_to_gallery_*.json``, ``{live_id: [image_id, ...]}``;
-- predictions: what the official evaluation writes, ``{video_id: [[image_id, score], ...]}``,
-  best first.
+Lists are best first. :func:`load_predictions` reads a file, :func:`unsorted_queries` finds lists
+not in score order, :func:`check_predictions_in_galleries` checks the protocol (a query ranks only
+its own livestream's gallery). The ground truth and the galleries it is scored against are read by
+the one reader of their files, :func:`lpr_core.formats.readers.load_ground_truth` and
+:func:`~lpr_core.formats.readers.load_galleries`.
 
-Every problem raises :class:`EvaluationInputError` naming the file and the offending key (and
-entry), never a bare ``KeyError``/``TypeError`` from deep inside the scoring.
+Every problem raises :class:`~lpr_core.formats.report.FormatError` naming the file and the key at
+fault (and the line where the reader knows it), never a bare ``KeyError``/``TypeError`` from deep
+inside the scoring. ``EvaluationInputError`` is the evaluation package's name for it.
 """
 
 from __future__ import annotations
@@ -21,22 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from lpr_core.ids import parse_clip_id, parse_image_id, parse_live_id
-
-_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+from lpr_core.formats.report import FormatError
+from lpr_core.ids import _UUID, parse_clip_id, parse_image_id
 
 __all__ = [
     "EvaluationInputError",
-    "load_ground_truth",
-    "load_galleries",
     "load_predictions",
     "unsorted_queries",
     "check_predictions_in_galleries",
 ]
 
-
-class EvaluationInputError(ValueError):
-    """An evaluation input file is missing or malformed."""
+#: The error of an evaluation input (the same class as every LPR4M reader's).
+EvaluationInputError = FormatError
 
 
 def _load_object(path: str | os.PathLike[str], expected: str) -> dict[str, Any]:
@@ -44,60 +42,21 @@ def _load_object(path: str | os.PathLike[str], expected: str) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise EvaluationInputError(f"{p}: no such file") from None
+        raise FormatError(str(p), 0, "no such file") from None
     except UnicodeDecodeError as exc:
-        raise EvaluationInputError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise FormatError(str(p), 0, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise EvaluationInputError(f"{p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise FormatError(str(p), exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
     if not isinstance(data, dict):
-        raise EvaluationInputError(f"{p}: expected a JSON object {expected}, got {type(data).__name__}")
+        raise FormatError(str(p), 0, f"expected a JSON object {expected}, got {type(data).__name__}")
     return data
 
 
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _id_list(p: str, key: str, value: Any, what: str) -> list[str]:
-    if not isinstance(value, list) or not value:
-        raise EvaluationInputError(f"{p}: key {key!r}: expected a non-empty list of {what}, got {_short(value)}")
-    for i, item in enumerate(value):
-        try:
-            parse_image_id(item)
-        except ValueError as exc:
-            raise EvaluationInputError(f"{p}: key {key!r}: entry {i}: {exc}") from None
-    return value
-
-
-def load_ground_truth(path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Read ``{video_id: [image_id, ...]}``; every key a clip id, every list non-empty."""
-    data = _load_object(path, "{video_id: [image_id, ...]}")
-    p = str(path)
-    for key, value in data.items():
-        try:
-            parse_clip_id(key)
-        except ValueError as exc:
-            raise EvaluationInputError(f"{p}: key {key!r}: {exc}") from None
-        _id_list(p, key, value, "image ids")
-    return data
-
-
-def load_galleries(path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Read ``{live_id: [image_id, ...]}``; no image listed twice in one gallery."""
-    data = _load_object(path, "{live_id: [image_id, ...]}")
-    p = str(path)
-    for key, value in data.items():
-        try:
-            parse_live_id(key)
-        except ValueError as exc:
-            raise EvaluationInputError(f"{p}: key {key!r}: {exc}") from None
-        _id_list(p, key, value, "image ids")
-        if len(set(value)) != len(value):
-            raise EvaluationInputError(f"{p}: key {key!r}: {_first_duplicate(value)} listed twice")
-    return data
 
 
 def _first_duplicate(ids: Sequence[str]) -> str:
@@ -117,17 +76,24 @@ def load_predictions(path: str | os.PathLike[str]) -> dict[str, list[tuple[str, 
 
     Returns:
         ``{video_id: [(image_id, score), ...]}`` in file order.
+
+    Raises:
+        FormatError: the file is missing or malformed (file and key named).
     """
     data = _load_object(path, "{video_id: [[image_id, score], ...]}")
     p = str(path)
+
+    def fail(key: str, reason: str) -> FormatError:
+        return FormatError(p, 0, f"key {key!r}: {reason}")
+
     out: dict[str, list[tuple[str, float]]] = {}
     for key, value in data.items():
         try:
             parse_clip_id(key)
         except ValueError as exc:
-            raise EvaluationInputError(f"{p}: key {key!r}: {exc}") from None
+            raise fail(key, str(exc)) from None
         if not isinstance(value, list):
-            raise EvaluationInputError(f"{p}: key {key!r}: expected a list of [image_id, score] pairs, got {_short(value)}")
+            raise fail(key, f"expected a list of [image_id, score] pairs, got {_short(value)}")
         fast = _well_formed_pairs(value)
         if fast is not None:
             out[key] = fast
@@ -142,17 +108,17 @@ def load_predictions(path: str | os.PathLike[str]) -> dict[str, list[tuple[str, 
                 or isinstance(entry[1], bool)
                 or not isinstance(entry[1], int | float)
             ):
-                raise EvaluationInputError(f"{p}: key {key!r}: entry {i}: expected [image_id, score], got {_short(entry)}")
+                raise fail(key, f"entry {i}: expected [image_id, score], got {_short(entry)}")
             if not math.isfinite(entry[1]):
-                raise EvaluationInputError(f"{p}: key {key!r}: entry {i}: score is not finite ({entry[1]})")
+                raise fail(key, f"entry {i}: score is not finite ({entry[1]})")
             try:
                 parse_image_id(entry[0])
             except ValueError as exc:
-                raise EvaluationInputError(f"{p}: key {key!r}: entry {i}: {exc}") from None
+                raise fail(key, f"entry {i}: {exc}") from None
             pairs.append((entry[0], float(entry[1])))
         ids = [image_id for image_id, _ in pairs]
         if len(set(ids)) != len(ids):
-            raise EvaluationInputError(f"{p}: key {key!r}: image_id {_first_duplicate(ids)} listed twice")
+            raise fail(key, f"image_id {_first_duplicate(ids)} listed twice")
         out[key] = pairs
     return out
 
@@ -195,17 +161,22 @@ def check_predictions_in_galleries(
     *,
     source: str = "predictions",
 ) -> None:
-    """Raise when a query's predictions leave its own livestream's gallery (protocol breach)."""
+    """Raise when a query's predictions leave its own livestream's gallery (protocol breach).
+
+    Raises:
+        FormatError: naming ``source``, the query and the entry.
+    """
     members = {live_id: set(ids) for live_id, ids in galleries.items()}
     for key, pairs in predictions.items():
         live_id = parse_clip_id(key).live_id
         gallery = members.get(live_id)
         if gallery is None:
             if pairs:
-                raise EvaluationInputError(f"{source}: key {key!r}: livestream {live_id} has no gallery")
+                raise FormatError(str(source), 0, f"key {key!r}: livestream {live_id} has no gallery")
             continue
         for i, (image_id, _) in enumerate(pairs):
             if image_id not in gallery:
-                raise EvaluationInputError(
-                    f"{source}: key {key!r}: entry {i}: image_id {image_id} is not in the gallery of livestream {live_id}"
+                raise FormatError(
+                    str(source), 0,
+                    f"key {key!r}: entry {i}: image_id {image_id} is not in the gallery of livestream {live_id}",
                 )
