@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 KFP_VENV := .venv-kfp
 
-.PHONY: env kfp-env kfp demo test test-fast lint lock clean-env
+.PHONY: env kfp-env kfp demo airflow test test-fast lint lock clean-env
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	@echo ">> building $(VENV) from requirements/lock.txt (first time: ~5 minutes)"
@@ -34,6 +34,11 @@ kfp: kfp-env
 
 demo: env
 	$(BIN)/lpr demo $(DEMO_ARGS)
+
+# Airflow standalone on this checkout (dags/standalone.sh): the environment first on PATH (Airflow's
+# components and the tasks call `airflow`, `dvc`, `lpr`), AIRFLOW_HOME=.airflow, the promotion pool.
+airflow: env
+	dags/standalone.sh
 
 test: env kfp-env
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)

@@ -1,5 +1,11 @@
-"""Container specs of the pipeline stages: one template renders every pod, job and component.
+"""The orchestration side of the pipeline: what runs stages as pods, and what runs inside them.
 
-Airflow's KubernetesPodOperator, the Kubeflow Trainer TrainJob and the KFP components all take
-their container from :func:`components.podspec.stage_container`, so they cannot drift apart.
+- :mod:`components.orchestration`: settings and trigger params shared by the Airflow DAGs and the
+  KFP compiler;
+- :mod:`components.podspec`: every pod, TrainJob and KFP step rendered from ``runtime.yaml`` (one
+  container template, so they cannot drift apart);
+- :mod:`components.pod`: the command every container runs (``python -m components.pod``);
+- :mod:`components.exchange`: the ``dvc.lock`` entries pods hand each other through the object store;
+- :mod:`components.kfp_pipeline`: the Kubeflow pipeline (``components/pipeline.yaml``);
+- :mod:`components.pss`, :mod:`components.crd`: the Pod Security Standard and the vendored CRDs as checks.
 """

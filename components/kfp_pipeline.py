@@ -1,10 +1,13 @@
-"""The pipeline for Kubeflow Pipelines v2: one container component per ``dvc.yaml`` stage.
+"""The pipeline for Kubeflow Pipelines v2: one container step per ``dvc.yaml`` stage, then the gate.
 
-Each component is the stage's container from :func:`components.podspec.stage_container`: the same
-image, the same ``dvc repro --pull <stage>`` / ``dvc push --run-cache <stage>`` script, the same
-CPU, memory and GPUs, node selector and tolerations (from ``runtime.yaml``). The order, retries
-and timeouts are the Airflow DAG's (``dags/lpr_airflow.yaml``), so both orchestrators run the
-same pipeline. KFP's own caching is off: DVC's run cache decides what reruns.
+Each step is the stage's container from :func:`components.podspec.stage_container`: the same
+image, the same command (``python -m components.pod run <stage>``), the same environment (values
+and secret keys), resources, GPUs, node selector, tolerations and writable ``emptyDir`` mounts as
+the Airflow pod of that stage; the run's id and trigger params come as arguments
+(:func:`components.podspec.run_arguments`), as they do in the Airflow pod. The order, retries and
+timeouts are the Airflow DAG's settings (:mod:`components.orchestration`), so both orchestrators
+run the same pipeline. KFP's own caching is off: the ``dvc.lock`` exchange and DVC's run cache
+decide what reruns.
 
 KFP pins ``kubernetes<31`` and ``protobuf<7``, so this module runs in its own small environment
 (``requirements/kfp-lock.txt``)::
@@ -16,62 +19,45 @@ Importing the module needs no kfp; :func:`build_pipeline` and :func:`compile_pip
 
 # No `from __future__ import annotations`: KFP reads the component signatures' real types.
 import argparse
-import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components import podspec
+from components import orchestration, podspec
 
-REPO = Path(__file__).resolve().parents[1]
-DAG_SETTINGS_MODULE = REPO / "dags" / "lpr_dags" / "settings.py"
 PIPELINE_YAML = Path(__file__).with_name("pipeline.yaml")
 PIPELINE_NAME = "lpr-pipeline"
-#: Pipeline inputs and their defaults: the Airflow DAG's params (a test keeps them equal), exported
-#: to every step as LPR_<NAME>.
-PIPELINE_INPUTS = {"world_size": "tiny", "seed": 0, "data_prefix": "data"}
-#: Keys of the DVC remote's secret (runtime.yaml's env_from_secret) exposed to the steps (S3-style remotes).
-REMOTE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-#: Exports the run id and the inputs, then runs the stage's own script unchanged (the last argument).
-ENTRYPOINT = ('export LPR_PIPELINE_RUN_ID="$0" LPR_WORLD_SIZE="$1" LPR_SEED="$2" LPR_DATA_PREFIX="$3"\n'
-              'exec bash -c "$4"\n')
+#: Pipeline inputs and their defaults: the trigger params of every orchestrator.
+PIPELINE_INPUTS = dict(orchestration.TRIGGER_PARAMS)
 
 
-def load_dag_settings(environ: dict[str, str] | None = None):
-    """The Airflow DAG settings (order, retries, timeouts), read by the DAGs' own loader.
-
-    ``dags/`` is not a package; the loader is imported from its file (it imports only yaml).
-    """
-    spec = importlib.util.spec_from_file_location("lpr_dag_settings", DAG_SETTINGS_MODULE)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module  # dataclasses resolve their module while the class is created
-    spec.loader.exec_module(module)
-    return module.load_settings({} if environ is None else environ)
+def load_dag_settings(environ: dict[str, str] | None = None) -> orchestration.Settings:
+    """The DAG settings (order, retries, timeouts, the gate command) of the committed settings file."""
+    return orchestration.load_settings({} if environ is None else environ)
 
 
 def _component(step: str, container: dict[str, Any]) -> Callable:
     """A KFP container component running ``container`` (a podspec container dict)."""
     from kfp import dsl
 
-    script = container["command"][-1]
-    image = container["image"]
+    command, image = list(container["command"]), container["image"]
 
-    def component(run_id: str, world_size: str, seed: int, data_prefix: str):
-        return dsl.ContainerSpec(image=image, command=["bash", "-c", ENTRYPOINT],
-                                 args=[run_id, world_size, seed, data_prefix, script])
+    def component(run_id: str, params_overrides: dict, data_url: str):
+        return dsl.ContainerSpec(image=image, command=command,
+                                 args=podspec.run_arguments(run_id, params_overrides, data_url))
 
     component.__name__ = f"lpr_{step}"
-    component.__doc__ = f"LPR step {step!r}: {script.splitlines()[1] if len(script.splitlines()) > 1 else ''}"
+    component.__doc__ = f"LPR step {step!r}: {' '.join(command[:5])}"
     return dsl.container_component(component)
 
 
-def _configure(task, step: str, container: dict[str, Any], rt: podspec.Runtime, settings) -> None:
+def _configure(task, step: str, container: dict[str, Any], rt: podspec.Runtime,
+               settings: orchestration.Settings) -> None:
     from kfp import kubernetes
 
     task.set_display_name(step)
-    task.set_caching_options(False)  # DVC's run cache decides what reruns, not KFP's cache
+    task.set_caching_options(False)  # the dvc.lock exchange and DVC's run cache decide what reruns
     requests, limits = container["resources"]["requests"], container["resources"]["limits"]
     task.set_cpu_request(requests["cpu"]).set_cpu_limit(limits["cpu"])
     task.set_memory_request(requests["memory"]).set_memory_limit(limits["memory"])
@@ -83,13 +69,24 @@ def _configure(task, step: str, container: dict[str, Any], rt: podspec.Runtime, 
         for t in rt.gpu_tolerations:
             kubernetes.add_toleration(task, key=t.get("key"), operator=t.get("operator"), value=t.get("value"),
                                       effect=t.get("effect"))
+    secrets: dict[str, dict[str, str]] = {}
     for env in container["env"]:
-        task.set_env_variable(env["name"], env["value"])
-    if rt.env_from_secret:
-        kubernetes.use_secret_as_env(task, secret_name=rt.env_from_secret,
-                                     secret_key_to_env={k: k for k in REMOTE_SECRET_KEYS}, optional=True)
-    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
-                               size_limit=rt.shm_size)
+        if "valueFrom" in env:
+            ref = env["valueFrom"]["secretKeyRef"]
+            secrets.setdefault(ref["name"], {})[ref["key"]] = env["name"]
+        else:
+            task.set_env_variable(env["name"], env["value"])
+    for name, key_to_env in secrets.items():
+        kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=key_to_env, optional=True)
+    # KFP sets no working directory: the steps start in the image's WORKDIR, runtime.yaml's workdir
+    sizes = {v["name"]: v["emptyDir"] for v in podspec.volumes(rt)}
+    for mount in container["volumeMounts"]:
+        empty_dir = sizes[mount["name"]]
+        kubernetes.empty_dir_mount(task, volume_name=mount["name"], mount_path=mount["mountPath"],
+                                   medium=empty_dir.get("medium"), size_limit=empty_dir.get("sizeLimit"))
+    sc = container["securityContext"]
+    kubernetes.set_security_context(task, run_as_user=sc["runAsUser"], run_as_group=sc["runAsGroup"],
+                                    run_as_non_root=sc["runAsNonRoot"])
     kubernetes.set_image_pull_policy(task, rt.image_pull_policy)
     kubernetes.add_pod_label(task, "app.kubernetes.io/name", "lpr-pipeline")
     kubernetes.set_timeout(task, int(settings.timeout(step).total_seconds()))
@@ -115,18 +112,18 @@ def build_pipeline(dvc_yaml: str | Path, rt: podspec.Runtime, settings) -> Calla
 
     stages = load_stages(dvc_yaml)
     steps = [(s.name, podspec.stage_container(s.name, rt)) for s in stages]
-    promote = podspec.stage_container("promote", rt, command=[
-        "bash", "-c", podspec.command_script(settings.promote_command, restore=stages[-1].name)])
+    promote = podspec.stage_container("promote", rt,
+                                      command=podspec.exec_command(settings.promote_command, restore=stages[-1].name))
     components = {name: _component(name, c) for name, c in [*steps, ("promote", promote)]}
     containers = dict([*steps, ("promote", promote)])
 
     @dsl.pipeline(name=PIPELINE_NAME, description="LPR: every dvc.yaml stage as a pod, then the registry gate.")
-    def lpr_pipeline(world_size: str = PIPELINE_INPUTS["world_size"], seed: int = PIPELINE_INPUTS["seed"],
-                     data_prefix: str = PIPELINE_INPUTS["data_prefix"]):
+    def lpr_pipeline(params_overrides: dict = PIPELINE_INPUTS["params_overrides"],  # noqa: B006 - KFP's default
+                     data_url: str = PIPELINE_INPUTS["data_url"]):
         tasks = {}
         for name, _ in [*steps, ("promote", promote)]:
-            task = components[name](run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, world_size=world_size, seed=seed,
-                                    data_prefix=data_prefix)
+            task = components[name](run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, params_overrides=params_overrides,
+                                    data_url=data_url)
             _configure(task, name, containers[name], rt, settings)
             tasks[name] = task
         if settings.edges == "chain":
@@ -181,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.dvc_yaml}: no such file", file=sys.stderr)
         return 2
     for stage, paths in podspec.uncached_outputs(args.dvc_yaml).items():
-        print(f"warning: {args.dvc_yaml}: stage {stage!r} has uncached outputs ({', '.join(paths)}): steps "
-              "cannot restore it from the DVC remote, so each downstream step will run it again", file=sys.stderr)
+        print(f"warning: {args.dvc_yaml}: stage {stage!r} has uncached outputs ({', '.join(paths)}): DVC does not "
+              "push them, so the steps after it cannot restore them", file=sys.stderr)
     out = compile_pipeline(args.out, args.dvc_yaml, args.runtime, environ=None)
     print(f"wrote {out}")
     return 0

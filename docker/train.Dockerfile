@@ -32,13 +32,18 @@ RUN pip install --no-deps -r /tmp/requirements/lock.txt \
     && pip uninstall -y faiss-cpu \
     && pip install --no-deps -r /tmp/requirements/faiss-gpu.txt
 
-# The project checkout (docker/train.Dockerfile.dockerignore keeps data, caches and environments out).
-WORKDIR /opt/lpr
-COPY --chown=${LPR_UID}:${LPR_UID} . /opt/lpr
+# The project checkout (docker/train.Dockerfile.dockerignore keeps data, caches and environments
+# out), owned by root: pods run with a read-only root file system and copy it into their working
+# directory, an emptyDir (python -m components.pod does). The image holds no .git: DVC runs
+# without an SCM; data comes and goes through the DVC remote.
+COPY . /opt/lpr
 RUN pip install --no-deps --no-build-isolation -e /opt/lpr \
-    && chown -R "${LPR_UID}:${LPR_UID}" /opt/lpr
+    && cd /opt/lpr && dvc config --local core.no_scm true && dvc config --local core.analytics false \
+    && rm -rf /opt/lpr/.dvc/tmp \
+    && install -d -o "${LPR_UID}" -g "${LPR_UID}" /workspace
 
+# components/runtime.yaml: workdir /workspace, home /home/lpr, run_as_user 1000 (all emptyDirs on a cluster).
+ENV HOME=/home/lpr
+WORKDIR /workspace
 USER ${LPR_UID}:${LPR_UID}
-# The image holds no .git: DVC runs without an SCM; data comes and goes through the DVC remote.
-RUN dvc config --local core.no_scm true && dvc config --local core.analytics false
 CMD ["lpr", "--help"]

@@ -1,9 +1,11 @@
 """The two ways a task runs: ``local`` (a bash command in the project checkout) and ``kubernetes``.
 
 Both build one Airflow operator per ``dvc.yaml`` stage and one per plain command (``promote``,
-``setup``). Every task gets the same environment (``LPR_PIPELINE_RUN_ID`` = the Airflow run id,
-plus the run's params), an ``execution_timeout``, retries from the settings and the failure
-callback of :class:`FailureReporter`.
+``setup``). Every task gets the run's id (the Airflow run id) and trigger params
+(``params_overrides``, ``data_url``): as environment variables in the checkout, as the container's
+arguments in a pod (:func:`components.podspec.run_arguments`, as in the KFP steps). Every task
+has an ``execution_timeout``, retries from the settings and the failure callback of
+:class:`FailureReporter`.
 """
 
 from __future__ import annotations
@@ -14,20 +16,26 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, Any
 
-from lpr_dags.settings import Settings, resolve_tool
+from components.orchestration import RUN_ID_ENV, TRIGGER_ENV, TRIGGER_PARAMS, Settings, resolve_tool
 
 if TYPE_CHECKING:
     from lpr_core.dvcgraph import Stage
 
 log = logging.getLogger("lpr.pipeline")
 
-#: Environment of every task: the MLflow runs of one DAG run share LPR_PIPELINE_RUN_ID.
-RUN_ENV = {"LPR_PIPELINE_RUN_ID": "{{ run_id }}"}
+#: The run id, as an Airflow template: the MLflow runs of one DAG run share it.
+RUN_ID = "{{ run_id }}"
+#: The trigger params as Airflow templates (the overrides as JSON), rendered per run.
+TRIGGER_TEMPLATES = {"params_overrides": "{{ params.params_overrides | tojson }}",
+                     "data_url": "{{ params.data_url }}"}
+#: The same for a DAG without trigger params (``lpr_promote``): no overrides, the tracked data.
+NO_TRIGGER = {"params_overrides": "{}", "data_url": ""}
 
 
-def params_env(names: tuple[str, ...]) -> dict[str, str]:
-    """``LPR_<NAME>`` variables carrying the run's params (templates, rendered per run)."""
-    return {f"LPR_{n.upper()}": f"{{{{ params.{n} }}}}" for n in names}
+def run_environment(trigger_params: bool) -> dict[str, str]:
+    """The environment carrying the run id and trigger params into a local task (templates)."""
+    values = TRIGGER_TEMPLATES if trigger_params else NO_TRIGGER
+    return {RUN_ID_ENV: RUN_ID, **{TRIGGER_ENV[name]: values[name] for name in TRIGGER_PARAMS}}
 
 
 class FailureReporter:
@@ -82,9 +90,9 @@ class LocalRunner:
 
     name = "local"
 
-    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
+    def __init__(self, settings: Settings, trigger_params: bool = True) -> None:
         self.settings = settings
-        self.env = {**RUN_ENV, **env}
+        self.env = run_environment(trigger_params)
         self.on_failure = FailureReporter(self.name)
 
     def _bash(self, task_id: str, command: str, **kwargs: Any):
@@ -112,12 +120,19 @@ class LocalRunner:
         return self._bash(stage.name, f"{dvc} repro --single-item {shlex.quote(stage.name)}",
                           doc_md=f"DVC stage `{stage.name}`: `{stage.cmd}`")
 
-    def command(self, task_id: str, command: str, doc: str, restore: str | None = None):
+    def command(self, task_id: str, command: str, doc: str, restore: str | None = None, **kwargs: Any):
         """A task running a plain shell command (an Airflow template) in the checkout.
 
         ``restore`` is ignored: the checkout already holds every stage's outputs.
         """
-        return self._bash(task_id, resolve_tool(command), doc_md=doc)
+        return self._bash(task_id, resolve_tool(command), doc_md=doc, **kwargs)
+
+    def configure_run(self):
+        """The first task: the checkout's ``params.yaml`` restored to the committed one, then the run's
+        ``params_overrides`` applied (``lpr params apply``), and its ``data_url`` fetched into ``data/lpr4m``."""
+        return self._bash("configure_run", f"{shlex.quote(sys.executable)} -m components.pod configure",
+                          doc_md="Gives the checkout the run's params (committed params.yaml plus "
+                                 "`params_overrides`) and data (`data_url`, when set).")
 
 
 class KubernetesRunner:
@@ -125,14 +140,15 @@ class KubernetesRunner:
 
     name = "kubernetes"
 
-    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
+    def __init__(self, settings: Settings, trigger_params: bool = True) -> None:
         from components import podspec
 
         self.settings = settings
         k = settings.kubernetes
         overrides = {key: value for key, value in (("image", k.image), ("namespace", k.namespace)) if value}
         self.runtime = podspec.load_runtime(settings.runtime_yaml(), overrides)
-        self.env = {**RUN_ENV, **env}
+        values = TRIGGER_TEMPLATES if trigger_params else NO_TRIGGER
+        self.arguments = podspec.run_arguments(RUN_ID, values["params_overrides"], values["data_url"])
         self.on_failure = FailureReporter(self.name, self.runtime.namespace)
 
     def check_stages(self) -> None:
@@ -140,9 +156,9 @@ class KubernetesRunner:
         from components.podspec import uncached_outputs
 
         for stage, paths in uncached_outputs(self.settings.dvc_yaml).items():
-            log.warning("dvc.yaml: stage %r has uncached outputs (%s): pods cannot restore it from the DVC "
-                        "remote, so each downstream pod will run it again; drop `cache: false` for the "
-                        "kubernetes runner", stage, ", ".join(paths))
+            log.warning("dvc.yaml: stage %r has uncached outputs (%s): DVC does not push them, so the pods "
+                        "after it cannot restore them; drop `cache: false` for the kubernetes runner",
+                        stage, ", ".join(paths))
 
     def _pod(self, task_id: str, template: dict[str, Any], **kwargs: Any):
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -156,7 +172,7 @@ class KubernetesRunner:
             name=k8s_name("lpr", task_id),
             namespace=self.runtime.namespace,
             pod_template_dict=template,
-            env_vars=dict(self.env),
+            arguments=list(self.arguments),
             kubernetes_conn_id=k.conn_id,
             in_cluster=k.in_cluster,
             config_file=k.config_file,
@@ -173,21 +189,20 @@ class KubernetesRunner:
         )
 
     def stage(self, stage: Stage):
-        """The pod of one ``dvc.yaml`` stage: ``dvc repro --pull``, then ``dvc push --run-cache``."""
+        """The pod of one ``dvc.yaml`` stage: ``python -m components.pod run <stage>``."""
         from components.podspec import stage_pod_template
 
         return self._pod(stage.name, stage_pod_template(stage.name, self.runtime),
                          doc_md=f"DVC stage `{stage.name}` in a pod: `{stage.cmd}`")
 
-    def command(self, task_id: str, command: str, doc: str, restore: str | None = None):
+    def command(self, task_id: str, command: str, doc: str, restore: str | None = None, **kwargs: Any):
         """A pod (stage image, default resources) running a shell command after restoring ``restore``."""
-        from components.podspec import command_script, stage_pod_template
+        from components.podspec import exec_command, stage_pod_template
 
-        script = command_script(command, restore)
-        return self._pod(task_id, stage_pod_template(task_id, self.runtime, command=["bash", "-c", script]),
-                         doc_md=doc)
+        return self._pod(task_id, stage_pod_template(task_id, self.runtime, command=exec_command(command, restore)),
+                         doc_md=doc, **kwargs)
 
 
-def make_runner(settings: Settings, env: dict[str, str]) -> LocalRunner | KubernetesRunner:
-    """The runner the settings ask for."""
-    return (KubernetesRunner if settings.runner == "kubernetes" else LocalRunner)(settings, env)
+def make_runner(settings: Settings, trigger_params: bool = True) -> LocalRunner | KubernetesRunner:
+    """The runner the settings ask for; ``trigger_params``: the DAG has ``params_overrides`` and ``data_url``."""
+    return (KubernetesRunner if settings.runner == "kubernetes" else LocalRunner)(settings, trigger_params)

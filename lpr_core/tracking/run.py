@@ -96,15 +96,28 @@ class StageRun:
         mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
 
 
+#: The trigger params of the pipeline run, set by the orchestrators in every task (components/orchestration.py).
+PARAMS_OVERRIDES_ENV = "LPR_PARAMS_OVERRIDES"
+DATA_URL_ENV = "LPR_DATA_URL"
+
+
 def lineage_tags(stage: str, project_root: str | Path = ".") -> dict[str, str]:
-    """The tags that tie a stage run to its pipeline, code and data."""
+    """The tags that tie a stage run to its pipeline, code and data.
+
+    Under an orchestrator the run's trigger params are tags too: ``lpr.params_overrides`` (the JSON
+    object of params overrides, ``{}`` for none) and ``lpr.data`` (the data URL, or ``data/lpr4m``
+    for the data the checkout tracks).
+    """
     root = Path(project_root)
+    data_url = os.environ.get(DATA_URL_ENV)
     tags = {
         "lpr.stage": stage,
         "lpr.pipeline_run_id": lineage.pipeline_run_id(),
         "lpr.git_commit": lineage.git_commit(root),
         "lpr.dvc_stage_inputs": lineage.stage_input_hash(root / "dvc.lock", stage),
         "lpr.data_version": lineage.data_version(root / "dvc.lock"),
+        "lpr.params_overrides": os.environ.get(PARAMS_OVERRIDES_ENV) or None,
+        "lpr.data": (data_url or "data/lpr4m") if data_url is not None else None,
     }
     return {k: v for k, v in tags.items() if v is not None}
 

@@ -1,4 +1,7 @@
-"""The KFP v2 pipeline compiles, in its own environment, to the same steps as the pods and the DAG.
+"""The KFP v2 pipeline compiles, in its own environment, to the same steps as the pods.
+
+``tests/dags/test_kfp_matches_dag.py`` compares the committed ``components/pipeline.yaml`` with the
+Airflow DAG's pods, step by step.
 
 kfp cannot live in the main environment (it pins kubernetes<31 and protobuf<7): the pipeline is
 compiled by the KFP environment's interpreter (``$LPR_KFP_PYTHON``, default ``.venv-kfp/bin/python``)
@@ -13,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components import kfp_pipeline, podspec
+from tests.components.kfp_steps import read_compiled, step_pod
 
 REPO = Path(__file__).resolve().parents[2]
 KFP_PYTHON = Path(os.environ.get("LPR_KFP_PYTHON", REPO / ".venv-kfp" / "bin" / "python"))
@@ -39,8 +42,7 @@ def _compile(out: Path, dvc_yaml: Path) -> dict:
                            "--dvc-yaml", str(dvc_yaml)], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    pipeline, platform = yaml.safe_load_all(out.read_text())
-    return {"pipeline": pipeline, "platform": platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]}
+    return read_compiled(out)
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +80,17 @@ def test_steps_run_the_podspec_container_with_its_resources_and_gpus(compiled):
         container, platform = executors[key]["container"], compiled["platform"][key]
         expected = podspec.stage_container(stage, rt)
         assert container["image"] == rt.image
-        assert container["args"][-1] == expected["command"][-1]  # the same script as the Airflow pod
-        assert container["command"] == ["bash", "-c", kfp_pipeline.ENTRYPOINT]
-        assert {e["name"]: e["value"] for e in container["env"]} == dict(rt.env)
+        assert container["command"] == expected["command"] == ["python", "-m", "components.pod", "run", stage]
+        assert container["args"] == podspec.run_arguments("{{$.inputs.parameters['run_id']}}",
+                                                          "{{$.inputs.parameters['params_overrides']}}",
+                                                          "{{$.inputs.parameters['data_url']}}")
+        pod = step_pod(compiled, stage)
+        assert pod["spec"]["containers"][0]["env"] == expected["env"]  # values and secret keys alike
+        assert pod["spec"]["containers"][0]["volumeMounts"] == expected["volumeMounts"]
+        assert pod["spec"]["volumes"] == podspec.volumes(rt)
         res = rt.resources(stage)
         assert container["resources"]["resourceCpuLimit"] == res.cpu
         assert container["resources"]["resourceMemoryRequest"] == res.memory
-        assert platform["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
         assert int(platform["activeDeadlineSeconds"]) > 0
         if res.gpus:
             acc = container["resources"]["accelerator"]
@@ -94,6 +100,16 @@ def test_steps_run_the_podspec_container_with_its_resources_and_gpus(compiled):
         else:
             assert "accelerator" not in container["resources"]
             assert "nodeSelector" not in platform and "tolerations" not in platform
+
+
+@needs_kfp
+def test_steps_pass_the_restricted_pod_security_standard(compiled):
+    from components import pss
+
+    for step in (*STAGES, "promote"):
+        pod = step_pod(compiled, step)
+        assert pss.restricted_violations(pod) == [], step
+        assert pod["spec"]["containers"][0]["securityContext"]["runAsUser"] == 1000
 
 
 @needs_kfp
@@ -107,7 +123,7 @@ def test_retries_timeouts_and_the_gate_follow_the_dag_settings(compiled):
     deadline = compiled["platform"]["exec-lpr-train-encoder"]["activeDeadlineSeconds"]
     assert int(deadline) == int(settings.timeout("train_encoder").total_seconds())
     promote = compiled["pipeline"]["deploymentSpec"]["executors"]["exec-lpr-promote"]["container"]
-    assert promote["args"][-1] == podspec.command_script(settings.promote_command, restore="evaluate")
+    assert promote["command"] == podspec.exec_command(settings.promote_command, restore="evaluate")
 
 
 @needs_kfp
@@ -115,14 +131,7 @@ def test_pipeline_inputs_and_defaults(compiled):
     # tests/dags checks that PIPELINE_INPUTS are the Airflow DAG's params and defaults.
     inputs = compiled["pipeline"]["root"]["inputDefinitions"]["parameters"]
     assert {name: spec["defaultValue"] for name, spec in inputs.items()} == kfp_pipeline.PIPELINE_INPUTS
-
-
-def test_entrypoint_exports_the_run_id_and_inputs_then_runs_the_script_unchanged(tmp_path):
-    script = 'echo "$LPR_PIPELINE_RUN_ID|$LPR_WORLD_SIZE|$LPR_SEED|$LPR_DATA_PREFIX|$PWD"; exit 7'
-    proc = subprocess.run(["bash", "-c", kfp_pipeline.ENTRYPOINT, "run-1", "tiny", "3", "data/x", script],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 7
-    assert proc.stdout.strip() == f"run-1|tiny|3|data/x|{tmp_path}"
+    assert inputs["params_overrides"]["parameterType"] == "STRUCT"
 
 
 @needs_kfp

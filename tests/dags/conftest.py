@@ -19,6 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
+GIT_ID = ("-c", "user.name=lpr-tests", "-c", "user.email=lpr-tests@example.invalid", "-c", "commit.gpgsign=false")
 STAGE_NAMES = ("download", "validate", "prepare", "train_detector", "train_encoder", "index_gallery", "evaluate")
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="lpr-airflow-home-"))
@@ -35,11 +36,13 @@ os.environ.update({
 if str(DAGS) not in sys.path:
     sys.path.insert(0, str(DAGS))
 
-#: A stage of the tiny project: records its inputs, the run id and the run's params, so tests can
-#: check what each stage saw. LPR_FAIL_STAGE=<name> makes that stage fail.
+#: A stage of the tiny project: records its inputs, the run id, the run's trigger params and the
+#: learning rate params.yaml holds, so tests can check what each stage saw. LPR_FAIL_STAGE=<name>
+#: makes that stage fail.
 STAGE_SCRIPT = textwrap.dedent('''\
     import json, os, sys
     from pathlib import Path
+    import yaml
     name, out, inputs = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
     if os.environ.get("LPR_FAIL_STAGE") == name:
         sys.exit(f"stage {name}: failing on purpose (LPR_FAIL_STAGE)")
@@ -47,8 +50,9 @@ STAGE_SCRIPT = textwrap.dedent('''\
         if not Path(i).exists():
             sys.exit(f"stage {name}: missing input {i}")
     out.mkdir(parents=True, exist_ok=True)
-    record = {k: os.environ.get(k) for k in ("LPR_PIPELINE_RUN_ID", "LPR_SEED", "LPR_WORLD_SIZE", "LPR_DATA_PREFIX")}
-    record.update(stage=name, inputs=inputs, cwd=os.getcwd())
+    record = {k: os.environ.get(k) for k in ("LPR_PIPELINE_RUN_ID", "LPR_PARAMS_OVERRIDES", "LPR_DATA_URL")}
+    record.update(stage=name, inputs=inputs, cwd=os.getcwd(),
+                  lr=yaml.safe_load(Path("params.yaml").read_text())["train_encoder"]["train"]["lr"])
     (out / "record.json").write_text(json.dumps(record))
 ''')
 
@@ -70,11 +74,13 @@ def _dvc_yaml(python: str) -> str:
 
 
 def make_project(root: Path, *, git_dvc: bool = True) -> Path:
-    """A tiny DVC project with the pipeline's seven stage names, each a cheap script."""
+    """A tiny DVC project with the pipeline's seven stage names, each a cheap script, and the project's
+    ``params.yaml`` (committed, with everything else, when ``git_dvc``)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "stage.py").write_text(STAGE_SCRIPT)
     (root / "urls.txt").write_text("http://127.0.0.1/never-fetched.jpg\n")
     (root / "dvc.yaml").write_text(_dvc_yaml(sys.executable))
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
     (root / "promote.py").write_text(
         "import json, os, sys\nfrom pathlib import Path\n"
         "Path('promoted.json').write_text(json.dumps({'run_id': os.environ.get('LPR_PIPELINE_RUN_ID'),"
@@ -83,6 +89,8 @@ def make_project(root: Path, *, git_dvc: bool = True) -> Path:
         subprocess.run(["git", "init", "-q"], cwd=root, check=True)
         subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
         subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=root, check=True)
+        subprocess.run(["git", *GIT_ID, "add", "-A"], cwd=root, check=True)
+        subprocess.run(["git", *GIT_ID, "commit", "-qm", "tiny project"], cwd=root, check=True)
     return root
 
 
@@ -129,7 +137,8 @@ def airflow_db():
 @pytest.fixture
 def dag_env(monkeypatch):
     """Set the DAG settings' environment for one test; returns a setter."""
-    for key in ("LPR_RUNNER", "LPR_PROJECT_DIR", "LPR_AIRFLOW_CONFIG", "LPR_PROMOTE_COMMAND", "LPR_IMAGE"):
+    for key in ("LPR_RUNNER", "LPR_PROJECT_DIR", "LPR_AIRFLOW_CONFIG", "LPR_PROMOTE_COMMAND", "LPR_IMAGE",
+                "LPR_PIPELINE_RUN_ID", "LPR_PARAMS_OVERRIDES", "LPR_DATA_URL"):
         monkeypatch.delenv(key, raising=False)
 
     def set_env(**values: str) -> None:

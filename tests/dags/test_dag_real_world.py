@@ -32,20 +32,25 @@ def test_dag_runs_the_real_stages_and_gate_with_one_run_id(
     bag = dagbag()
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags["lpr_pipeline"]
-    assert [t.task_id for t in dag.tasks] == [*STAGES, "promote"]
+    assert [t.task_id for t in dag.tasks] == ["configure_run", *STAGES, "promote"]
 
     t0 = time.perf_counter()
-    run = dag.test()
+    run = dag.test(run_conf={"params_overrides": {"train_encoder.train.lr": 0.002}})
     print(f"\ndag.test() of lpr_pipeline on the tiny world (download cached): {time.perf_counter() - t0:.1f} s")
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "success", states
-    assert states == {**{s: "success" for s in STAGES}, "promote": "success"}
+    assert states == {"configure_run": "success", **{s: "success" for s in STAGES}, "promote": "success"}
 
     # every stage after the cached download ran once, tagged with the Airflow run id
     runs = project.stage_runs()
     assert [r.data.tags["lpr.stage"] for r in runs] == list(STAGES[1:])
     assert {r.data.tags["lpr.pipeline_run_id"] for r in runs} == {run.run_id}
     assert {r.info.status for r in runs} == {"FINISHED"}
+    # every stage run records the run's trigger params; the overridden value is the one that trained
+    assert {r.data.tags["lpr.params_overrides"] for r in runs} == {'{"train_encoder.train.lr": 0.002}'}
+    assert {r.data.tags["lpr.data"] for r in runs} == {"data/lpr4m"}
+    (encoder,) = [r for r in runs if r.data.tags["lpr.stage"] == "train_encoder"]
+    assert float(encoder.data.params["train_encoder.train.lr"]) == 0.002
     assert set(project.lock()) == set(STAGES)
     assert "up to date" in project.dvc("status").output
 

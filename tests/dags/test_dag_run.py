@@ -27,22 +27,48 @@ def _build(dagbag, dag_env, project, settings_file, dag_id="lpr_pipeline", **set
     return bag.dags[dag_id]
 
 
-def test_pipeline_runs_every_stage_with_one_run_id(airflow_db, dagbag, dag_env, dvc_project, settings_file):
+def test_pipeline_runs_every_stage_with_one_run_id_and_the_run_s_params(
+        airflow_db, dagbag, dag_env, dvc_project, settings_file, tmp_path):
+    committed = (dvc_project / "params.yaml").read_text()
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "urls.txt").write_text("http://127.0.0.1/x.jpg\n")
     dag = _build(dagbag, dag_env, dvc_project, settings_file)
-    run = dag.test(run_conf={"seed": 3, "world_size": "small", "data_prefix": "data/run3"})
+    run = dag.test(run_conf={"params_overrides": {"train_encoder.train.lr": 0.003}, "data_url": str(release)})
     assert run.state == "success"
     records = _records(dvc_project)
     assert list(records) == list(STAGE_NAMES)
     for name, r in records.items():
         assert r["LPR_PIPELINE_RUN_ID"] == run.run_id, name
-        assert (r["LPR_SEED"], r["LPR_WORLD_SIZE"], r["LPR_DATA_PREFIX"]) == ("3", "small", "data/run3")
+        assert json.loads(r["LPR_PARAMS_OVERRIDES"]) == {"train_encoder.train.lr": 0.003}, name
+        assert r["LPR_DATA_URL"] == str(release), name
+        assert r["lr"] == 0.003, name  # the first task applied the overrides to the checkout's params.yaml
         assert r["cwd"] == str(dvc_project)
+    assert (dvc_project / "data" / "lpr4m" / "urls.txt").read_text() == "http://127.0.0.1/x.jpg\n"
     promoted = json.loads((dvc_project / "promoted.json").read_text())
     assert promoted == {"run_id": run.run_id, "args": ["--candidate-from", "data/evaluate"]}
     # Every stage is recorded by DVC: a second `dvc repro` has nothing to do.
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=dvc_project, capture_output=True,
                             text=True, check=True)
     assert "up to date" in status.stdout.lower(), status.stdout
+    # the next run starts from the committed params.yaml: no override of an earlier run leaks into it
+    # (a fresh parse, as a worker makes: dag.test() leaves the rendered templates on the tasks)
+    run = dagbag().dags["lpr_pipeline"].test()
+    assert run.state == "success"
+    assert (dvc_project / "params.yaml").read_text() == committed
+
+
+def test_a_bad_override_fails_the_first_task_naming_the_key(
+        airflow_db, dagbag, dag_env, dvc_project, settings_file, capfd):
+    dag = _build(dagbag, dag_env, dvc_project, settings_file)
+    run = dag.test(run_conf={"params_overrides": {"train_encoder.train.lr": "fast"}})
+    task_log = "".join(capfd.readouterr())  # the task's output, as its log holds it
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["configure_run"] == "failed"
+    assert all(states[n] == "upstream_failed" for n in STAGE_NAMES)
+    assert 'train_encoder.train.lr: expected a number like the current 0.001, got "fast"' in task_log
+    assert _records(dvc_project) == {}
 
 
 def test_a_failing_stage_stops_the_run_and_says_where_its_logs_are(
@@ -53,7 +79,7 @@ def test_a_failing_stage_stops_the_run_and_says_where_its_logs_are(
         run = dag.test()
     assert run.state == "failed"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states["download"] == states["validate"] == "success"
+    assert states["configure_run"] == states["download"] == states["validate"] == "success"
     assert states["prepare"] == "failed"
     assert all(states[n] == "upstream_failed" for n in STAGE_NAMES[3:]) and states["promote"] == "upstream_failed"
     assert list(_records(dvc_project)) == ["download", "validate"]

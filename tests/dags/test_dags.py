@@ -66,7 +66,8 @@ def test_dagbag_has_no_import_errors_parses_in_under_a_second_and_imports_nothin
     for runner, r in result.items():
         assert r["errors"] == {}, (runner, r["errors"])
         assert r["dags"] == ["lpr_pipeline", "lpr_promote"]
-        assert r["tasks"]["lpr_pipeline"] == [*stage_names, "promote"]
+        first = ["configure_run"] if runner == "local" else []
+        assert r["tasks"]["lpr_pipeline"] == [*first, *stage_names, "promote"]
         assert r["heavy"] == [], f"{runner}: parsing imported {r['heavy']}"
         assert r["seconds"] < 1.0, f"{runner}: DagBag took {r['seconds']:.2f} s"
 
@@ -83,7 +84,8 @@ def test_tasks_and_order_come_from_dvc_yaml(pipeline, project, stage_names):
 
     order = [s.name for s in load_stages(project / "dvc.yaml")]
     assert set(order) == {*stage_names, "report"}
-    assert [t.task_id for t in dag.tasks if t.task_id != "promote"] == [t for t in order]
+    assert [t.task_id for t in dag.tasks] == ["configure_run", *order, "promote"]
+    assert dag.task_dict["configure_run"].downstream_task_ids == {order[0]}
     for before, after in zip(order, order[1:]):
         assert dag.task_dict[before].downstream_task_ids == {after}
     assert dag.task_dict[order[-1]].downstream_task_ids == {"promote"}
@@ -97,7 +99,9 @@ def test_local_stage_tasks_run_dvc_repro_single_item_in_the_checkout(pipeline, p
         assert task.bash_command.endswith(f"-m dvc repro --single-item {name}") or \
             task.bash_command.endswith(f"; dvc repro --single-item {name}")
         assert task.cwd == str(project)
-        assert task.env["LPR_PIPELINE_RUN_ID"] == "{{ run_id }}"
+        assert task.env == {"LPR_PIPELINE_RUN_ID": "{{ run_id }}",
+                            "LPR_PARAMS_OVERRIDES": "{{ params.params_overrides | tojson }}",
+                            "LPR_DATA_URL": "{{ params.data_url }}"}
         assert task.append_env is True
         assert not task.skip_on_exit_code  # a stage exiting 99 fails, it is not skipped
         assert task.execution_timeout is not None and task.execution_timeout > timedelta(0)
@@ -108,6 +112,10 @@ def test_local_stage_tasks_run_dvc_repro_single_item_in_the_checkout(pipeline, p
     assert prepare.retries == 0
     assert dag.task_dict["train_encoder"].execution_timeout == timedelta(minutes=2880)
     assert dag.task_dict["promote"].bash_command.endswith("promote --candidate-from data/evaluate")
+    assert dag.task_dict["promote"].pool == "lpr_promote"
+    configure = dag.task_dict["configure_run"]
+    assert configure.bash_command.endswith("-m components.pod configure") and configure.cwd == str(project)
+    assert configure.env == task.env
 
 
 def test_settings_file_and_environment_configure_the_dag(pipeline, settings_file):
@@ -132,7 +140,7 @@ def test_settings_file_and_environment_configure_the_dag(pipeline, settings_file
     ("- a list\n", "top level must be a mapping"),
 ])
 def test_bad_settings_name_the_file_and_key(tmp_path, content, message):
-    from lpr_dags.settings import SettingsError, load_settings
+    from components.orchestration import SettingsError, load_settings
 
     path = tmp_path / "bad.yaml"
     path.write_text(content)
@@ -146,7 +154,7 @@ def test_bad_settings_name_the_file_and_key(tmp_path, content, message):
 
 
 def test_default_project_dir_is_the_repository():
-    from lpr_dags.settings import load_settings
+    from components.orchestration import load_settings
 
     settings = load_settings({})
     assert settings.project_dir == REPO
@@ -155,12 +163,12 @@ def test_default_project_dir_is_the_repository():
 
 
 @pytest.mark.parametrize(("name", "good", "bad"), [
-    ("world_size", ["tiny", "small", "demo"], ["huge", 3, None]),
-    ("seed", [0, 7, 2**31], [-1, "3", 1.5, None]),
-    ("data_prefix", ["data", "data/run_1", "runs/2026-11-27/x.y"],
-     ["/etc", "../data", "data/../x", "data//x", ".hidden", "data/", "", "a b"]),
+    ("params_overrides", [{}, {"train_encoder.train.lr": 0.003}, {"download.retry_pass.attempts": 1,
+                                                                 "validate.required": ["videoinfo"]}],
+     [[], "x", None, {"train_encoder.train.lrr": 0.003}, {"train_encoder.train": {"lr": 1}}, {"nope": 1}]),
+    ("data_url", ["", "s3://bucket/lpr4m", "/data/lpr4m", "gs://b/x"], [3, None, ["s3://x"], "x" * 3000]),
 ])
-def test_trigger_params_are_validated(pipeline, name, good, bad):
+def test_trigger_params_are_validated_when_a_run_is_created(pipeline, name, good, bad):
     from airflow.sdk.exceptions import ParamValidationError
 
     param = pipeline().params.get_param(name)
@@ -171,20 +179,23 @@ def test_trigger_params_are_validated(pipeline, name, good, bad):
             param.resolve(value)
 
 
+def test_a_bad_override_key_is_named_when_the_run_is_created(pipeline):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="train_encoder.train.lrr"):
+        pipeline().params.get_param("params_overrides").resolve({"train_encoder.train.lrr": 0.003})
+
+
+def test_the_inert_params_are_gone(pipeline):
+    assert set(pipeline().params.keys()) == {"params_overrides", "data_url"}
+
+
 def test_kfp_pipeline_inputs_are_the_dag_params():
     from lpr_dags.builders import pipeline_params
 
     from components.kfp_pipeline import PIPELINE_INPUTS
 
     assert {name: p.value for name, p in pipeline_params().items()} == PIPELINE_INPUTS
-
-
-def test_world_sizes_are_the_synthetic_world_sizes():
-    from lpr_dags.builders import WORLD_SIZES
-
-    from lpr_core.synth.world import SIZES
-
-    assert set(WORLD_SIZES) == set(SIZES)
 
 
 def _pod_manifest(op) -> dict:
@@ -196,7 +207,7 @@ def _pod_manifest(op) -> dict:
 def test_kubernetes_runner_renders_every_task_as_a_valid_pod(pipeline, capsys, stage_names):
     import kubernetes_validate
 
-    from components import podspec
+    from components import podspec, pss
 
     rt = podspec.load_runtime()
     dag = pipeline("kubernetes")
@@ -208,19 +219,24 @@ def test_kubernetes_runner_renders_every_task_as_a_valid_pod(pipeline, capsys, s
         assert container["image"] == rt.image and container["workingDir"] == rt.workdir
         names = [e["name"] for e in container["env"]]
         assert len(names) == len(set(names)), names
-        env = {e["name"]: e["value"] for e in container["env"]}
-        assert env["LPR_PIPELINE_RUN_ID"] == "{{ run_id }}"
-        assert env["MLFLOW_TRACKING_URI"] == rt.env["MLFLOW_TRACKING_URI"]
+        assert container["env"] == podspec.container_env(rt)  # the runtime's values and secret keys, nothing else
+        assert container["args"] == podspec.run_arguments("{{ run_id }}", "{{ params.params_overrides | tojson }}",
+                                                          "{{ params.data_url }}")
+        assert pss.restricted_violations(pod) == [], task.task_id
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert spec["automountServiceAccountToken"] is False
+        assert {m["mountPath"] for m in container["volumeMounts"]} == {rt.workdir, "/tmp", rt.home, "/dev/shm"}
         res = container["resources"]
         assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]
         assert container["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] == 1000
         assert spec["serviceAccountName"] == rt.service_account and pod["metadata"]["namespace"] == rt.namespace
         assert spec["activeDeadlineSeconds"] == int(task.execution_timeout.total_seconds())
-        script = container["command"][-1]
         if task.task_id == "promote":
-            assert "dvc repro --pull evaluate" in script and "lpr promote" in script
+            assert container["command"] == podspec.exec_command("lpr promote --candidate-from data/evaluate",
+                                                                restore="evaluate")
+            assert task.pool == "lpr_promote"
             continue
-        assert f"dvc repro --pull {task.task_id}" in script and f"dvc push --run-cache {task.task_id}" in script
+        assert container["command"] == podspec.stage_command(task.task_id)
         gpus = rt.resources(task.task_id).gpus
         if gpus:
             assert res["limits"]["nvidia.com/gpu"] == str(gpus)
@@ -240,10 +256,12 @@ def test_kubernetes_pods_render_the_run_id_and_params(pipeline):
 
     op = pipeline("kubernetes").task_dict["validate"]
     run_id = "manual__2026-11-27T05:00:00+00:00"
-    op.render_template_fields({"run_id": run_id, "params": ParamsDict({"seed": 4, "world_size": "tiny",
-                                                                       "data_prefix": "data"})})
-    env = {e["name"]: e["value"] for e in _pod_manifest(op)["spec"]["containers"][0]["env"]}
-    assert env["LPR_PIPELINE_RUN_ID"] == run_id and env["LPR_SEED"] == "4"
+    op.render_template_fields({"run_id": run_id, "params": ParamsDict({
+        "params_overrides": {"train_encoder.train.lr": 0.003, "prepare.seed": 1}, "data_url": "s3://b/lpr4m"})})
+    args = _pod_manifest(op)["spec"]["containers"][0]["args"]
+    assert args[:2] == ["--run-id", run_id] and args[4:] == ["--data-url", "s3://b/lpr4m"]
+    assert args[2] == "--params-overrides"
+    assert json.loads(args[3]) == {"train_encoder.train.lr": 0.003, "prepare.seed": 1}
 
 
 def test_dataflow_edges_and_image_override_on_kubernetes(pipeline, settings_file, project):
@@ -278,6 +296,7 @@ def test_promote_dag_runs_the_gate_or_the_rollback(dagbag, dag_env, project, tmp
         with pytest.raises(ParamValidationError):
             dag.params.get_param(bad[0]).resolve(bad[1])
     (task,) = dag.tasks
+    assert task.pool == "lpr_promote"
     assert _render_bash(task, {"action": "rollback", "version": None}).endswith("-m lpr_core.cli rollback") or \
         task.bash_command.endswith("lpr rollback")
     (task,) = dagbag().dags["lpr_promote"].tasks
@@ -302,4 +321,4 @@ def test_kubernetes_runner_warns_about_stages_pods_cannot_restore(pipeline, proj
     with caplog.at_level(logging.WARNING, logger="lpr.pipeline"):
         pipeline("kubernetes")
     (message,) = [r.getMessage() for r in caplog.records if r.name == "lpr.pipeline"]
-    assert "'validate'" in message and "data/validate" in message and "run it again" in message
+    assert "'validate'" in message and "data/validate" in message and "cannot restore them" in message

@@ -1,8 +1,16 @@
-"""Settings of the LPR DAGs: where the project is, how stages run, timeouts, retries, commands.
+"""Orchestration settings shared by the Airflow DAGs (``dags/``) and the pod side (``components/``).
 
-Read at parse time from a YAML file and the environment, never from Airflow Variables (a
-Variable read at parse time costs a database round trip on every parse). Precedence, lowest to
-highest:
+One module says how a pipeline run is orchestrated, so the Airflow DAGs, the Kubernetes pods and
+the Kubeflow pipeline cannot drift apart:
+
+- the **trigger params** of a pipeline run (:data:`TRIGGER_PARAMS`) and the environment variables
+  that carry them and the run id into every stage (:data:`TRIGGER_ENV`, :data:`RUN_ID_ENV`);
+- the **settings** of the DAGs (:class:`Settings`): where the project is, how stages run,
+  timeouts, retries, commands, the promotion pool.
+
+Settings are read at parse time from a YAML file and the environment, never from Airflow
+Variables (a Variable read at parse time costs a database round trip on every parse). Precedence,
+lowest to highest:
 
 1. the defaults of :class:`Settings`;
 2. the YAML file ``$LPR_AIRFLOW_CONFIG`` (default: ``lpr_airflow.yaml`` beside the DAG files);
@@ -13,6 +21,9 @@ Commands (``promote_command``, ``setup_command``, ...) are Airflow templates: th
 ``{{ run_id }}`` and ``{{ params.<name> }}``. A command starting with ``dvc`` or ``lpr`` runs
 through the parsing interpreter (``python -m ...``) when that tool is not on ``PATH`` (local
 runner only: the stage image always has both).
+
+Importing this module imports only the standard library (``yaml`` when settings are read), so the
+DAG processor parses fast and the KFP compiler's small environment can use it too.
 """
 
 from __future__ import annotations
@@ -21,20 +32,49 @@ import dataclasses
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-DAGS_DIR = Path(__file__).resolve().parents[1]
-#: The project checkout when ``LPR_PROJECT_DIR`` is not set: the repository holding ``dags/``.
-DEFAULT_PROJECT_DIR = DAGS_DIR.parent
-DEFAULT_CONFIG_FILE = DAGS_DIR / "lpr_airflow.yaml"
+REPO = Path(__file__).resolve().parents[1]
+#: The DAG folder of this checkout (the Airflow image copies it elsewhere and passes its own).
+DAGS_DIR = REPO / "dags"
+SETTINGS_FILE_NAME = "lpr_airflow.yaml"
 RUNNERS = ("local", "kubernetes")
 EDGES = ("chain", "dataflow")
 #: Tools the local runner may run through ``python -m <module>`` when they are not on PATH.
 _TOOL_MODULES = {"dvc": "dvc", "lpr": "lpr_core.cli"}
+
+#: The id shared by every stage of one pipeline run (the Airflow run id, the KFP job name); the
+#: MLflow runs of one pipeline run carry it as ``lpr.pipeline_run_id``.
+RUN_ID_ENV = "LPR_PIPELINE_RUN_ID"
+#: Where pods exchange the ``dvc.lock`` entries of a pipeline run (an fsspec URL: ``s3://...``).
+RUNS_URL_ENV = "LPR_RUNS_URL"
+#: The trigger params of a pipeline run and their defaults. ``params_overrides``: a JSON object of
+#: dotted ``params.yaml`` keys and values (``{"train_encoder.train.lr": 0.003}``), applied with
+#: ``lpr params apply`` before any stage; ``data_url``: an fsspec URL of an LPR4M folder fetched
+#: into ``data/lpr4m`` before the stages that read it (empty: the data the checkout or image tracks).
+TRIGGER_PARAMS: dict[str, Any] = {"params_overrides": {}, "data_url": ""}
+#: The environment variable carrying each trigger param into every task (and the stages' MLflow tags).
+TRIGGER_ENV = {"params_overrides": "LPR_PARAMS_OVERRIDES", "data_url": "LPR_DATA_URL"}
+#: The folder of the LPR4M URL and annotation files every stage graph reads (``dvc.yaml``).
+LPR4M_DIR = "data/lpr4m"
+
+
+def params_keys(params: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """The dotted keys a run's ``params_overrides`` may name: every value of ``params`` but a section.
+
+    ``train_encoder.train.lr``, ``validate.required``, ... in file order (a non-empty mapping is a
+    section, whose keys are named instead); ``lpr params apply`` checks the values' types.
+    """
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from params_keys(value, f"{name}.")
+        else:
+            yield name
 
 
 class SettingsError(ValueError):
@@ -58,7 +98,7 @@ class KubernetesSettings:
 class Settings:
     """Everything the DAG builders need; see the module docstring for where values come from."""
 
-    project_dir: Path = DEFAULT_PROJECT_DIR
+    project_dir: Path = REPO
     runner: str = "local"
     edges: str = "chain"  # chain: one stage at a time in dvc.yaml's order; dataflow: dvc.yaml's edges only
     dvc_command: str = "dvc"
@@ -66,6 +106,9 @@ class Settings:
     promote_command: str = "lpr promote --candidate-from data/evaluate"
     promote_version_command: str = "lpr promote --version {{ params.version }}"
     rollback_command: str = "lpr rollback"
+    #: The Airflow pool of every task that moves registry aliases (``promote``, ``registry``): one
+    #: slot, so two promotions never interleave (created by the set-up: ``airflow pools set``).
+    promote_pool: str = "lpr_promote"
     default_timeout_minutes: float = 120.0
     stage_timeout_minutes: Mapping[str, float] = field(default_factory=dict)
     promote_timeout_minutes: float = 30.0
@@ -142,11 +185,13 @@ def _from_mapping(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     return values
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, dags_dir: str | Path | None = None) -> Settings:
     """Read the settings: defaults, then the YAML file, then the environment.
 
     Args:
         environ: the environment to read (default ``os.environ``).
+        dags_dir: the DAG folder (default: this checkout's ``dags/``); its ``lpr_airflow.yaml`` is
+            the default settings file and its parent the default project directory.
 
     Returns:
         The validated settings.
@@ -158,9 +203,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     import yaml
 
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    dags = Path(dags_dir) if dags_dir is not None else DAGS_DIR
+    values: dict[str, Any] = {"project_dir": dags.resolve().parent}
     explicit = env.get("LPR_AIRFLOW_CONFIG")
-    path = Path(explicit) if explicit else DEFAULT_CONFIG_FILE
+    path = Path(explicit) if explicit else dags / SETTINGS_FILE_NAME
     source = "defaults"
     if explicit or path.exists():
         try:
@@ -206,6 +252,8 @@ def _validated(s: Settings) -> Settings:
     for stage, n in s.retries.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise SettingsError(f"{where}: retries.{stage} must be an integer >= 0, got {n!r}")
+    if not s.promote_pool:
+        raise SettingsError(f"{where}: promote_pool must name an Airflow pool")
     if s.retry_backoff < 0:
         raise SettingsError(f"{where}: retry_backoff must be >= 0 (0: constant delay)")
     return dataclasses.replace(s, project_dir=project)
