@@ -173,7 +173,7 @@ class ShardUploader:
                 failed = False
             except Exception as exc:  # noqa: BLE001 - retried at the next scan; the final sync raises
                 if not failed:
-                    self.log(f"download: uploading shards to {self.state.url} failed, will retry: {exc}")
+                    self.log(f"uploading shards to {self.state.url} failed, will retry: {exc}")
                 failed = True
 
     def __enter__(self) -> ShardUploader:
@@ -201,7 +201,7 @@ class ShardUploader:
         try:
             self.sync()
         except Exception as upload_error:  # noqa: BLE001
-            self.log(f"download: could not upload the complete shards to {self.state.url}: {upload_error}")
+            self.log(f"could not upload the complete shards to {self.state.url}: {upload_error}")
 
 
 def restore_shards(state: StageState, log: Callable[[str], None] = print) -> list[str]:
@@ -227,7 +227,7 @@ def restore_shards(state: StageState, log: Callable[[str], None] = print) -> lis
         state.download_many([f for f in files if not (state.local / f).is_file()])
         state.download(f"{WORK_DIR}/{folder}/retried/{_JOURNAL}")
     if complete:
-        log(f"download: {len(complete)} complete shard(s) in {state.url} ({fetched} fetched, "
+        log(f"{len(complete)} complete shard(s) in {state.url} ({fetched} fetched, "
             f"{len(complete) - fetched} already here)")
     return stored
 
@@ -279,13 +279,13 @@ def download_resumable(urls_dir: str | Path, out_dir: str | Path, params: Any, *
     if state.read_json(STAMP_FILE) != stamp:
         state.write_json(STAMP_FILE, stamp)
     state.write_latest({**stamp, "key": state.key})
-    log(f"download: working in {state.url}")
+    log(f"working in {state.url}")
     stored = restore_shards(state, log)
     with ShardUploader(state, upload_interval, log) as uploader:
         uploader.seed(stored)
         summary = download_all(urls_dir, work, params, progress=progress, log=log)
     if state.remote and uploader.shards:
-        log(f"download: {uploader.shards} shard(s) uploaded to {state.url}")
+        log(f"{uploader.shards} shard(s) uploaded to {state.url}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     io.clean_leftovers(out_dir)
@@ -300,5 +300,5 @@ def download_resumable(urls_dir: str | Path, out_dir: str | Path, params: Any, *
         raise
     io.fsync_dir(out_dir.parent)
     if copied:
-        log(f"download: {copied} file(s) copied into {out_dir} (the state is on another file system)")
+        log(f"{copied} file(s) copied into {out_dir} (the state is on another file system)")
     return summary

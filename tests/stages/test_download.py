@@ -383,6 +383,9 @@ def test_stage_on_local_spark_writes_the_manifests_multiprocessing_writes(world,
             env: dict[str, str | None] = {k: None for k in ("MASTER", "SPARK_CONF_DIR", "SPARK_REMOTE")}
             env["PYSPARK_SUBMIT_ARGS"] = "--conf spark.ui.enabled=false pyspark-shell"  # no UI port to bind
             env["PYSPARK_PYTHON"] = sys.executable if run == "spark-submit" else None
+            # a state folder per run: the distributor does not change results, so one shared folder
+            # would hand the later runs the first run's finished shards and nothing would be fetched
+            env["LPR_STATE_URL"] = str(tmp_path / f"state-{run}")
             proc = run_stage(tmp_path / "urls", out, params_path, log, env, launcher)
             assert proc.wait(timeout=900) == 0, log.read_text()[-6000:]
             outs[run] = out
