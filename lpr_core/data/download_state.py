@@ -50,7 +50,7 @@ from typing import Any
 from lpr_core import io
 from lpr_core.state import StageState, fingerprint, open_state
 
-__all__ = ["STAGE", "WORK_DIR", "download_identity", "ShardUploader", "restore_shards", "link_tree",
+__all__ = ["STAGE", "WORK_DIR", "ATTEMPT_SETTINGS", "download_identity", "ShardUploader", "restore_shards", "link_tree",
            "download_resumable"]
 
 STAGE = "download"
@@ -63,14 +63,26 @@ _RETRIED_FILE = re.compile(r"^(?P<list>[^/]+)/retried/(?P<name>[^/]+)$")
 _JOURNAL = "_journal.parquet"
 
 
+#: Result-bearing ``download`` params that decide only which fetch attempts succeed, not what a
+#: stored sample is: the state is not keyed by them. A run with new values keeps every sample
+#: already stored and gives each failed one (a timeout, a refusal of the fetch guard) to the retry
+#: pass under the new values: loosening the guard or raising the timeout fetches what it refused,
+#: without downloading the rest again. (Tightening them does not re-vet stored samples: remove the
+#: state folder for that.)
+ATTEMPT_SETTINGS = ("timeout", "retries", "allow_private_networks", "max_response_bytes", "max_fetch_seconds",
+                    "retry_pass")
+
+
 def download_identity(urls_dir: str | Path, params: Any) -> dict[str, Any]:
     """What the download's state folder is keyed by: the sha256 of each URL list found in
-    ``urls_dir`` and the result-bearing ``download`` params."""
+    ``urls_dir`` and the result-bearing ``download`` params that shape a stored sample (all but
+    :data:`ATTEMPT_SETTINGS`)."""
     from lpr_core.data.download import find_url_lists
     from lpr_core.runtime_params import result_bearing
 
     lists = {name: path for name, path in find_url_lists(urls_dir).items() if path is not None}
-    return {"inputs": fingerprint(lists), "params": result_bearing(params)}
+    shaping = {k: v for k, v in result_bearing(params).items() if k not in ATTEMPT_SETTINGS}
+    return {"inputs": fingerprint(lists), "params": shaping}
 
 
 def _marker(folder: str, shard: str) -> str:
