@@ -13,6 +13,8 @@ from lpr_core.config import ConfigError, from_mapping, load_params, load_section
 from lpr_core.data.download import DownloadParams
 
 REPO = Path(__file__).resolve().parents[1]
+#: the one download key without a default (the fetch guard is said, never assumed)
+GUARD = {"allow_private_networks": False}
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,12 @@ def test_full_section_converts_types(tmp_path):
         s.size = 5  # type: ignore[misc]
 
 
-def test_empty_section_gives_defaults(tmp_path):
-    path = write(tmp_path, "download:\n  # nothing yet\nother: {}\n")
-    assert load_section(DownloadParams, "download", path) == DownloadParams()
+def test_a_section_with_only_its_required_keys_gives_defaults(tmp_path):
+    path = write(tmp_path, "download:\n  allow_private_networks: false  # the fetch guard has no default\nother: {}\n")
+    assert load_section(DownloadParams, "download", path) == DownloadParams(allow_private_networks=False)
+    empty = write(tmp_path, "download:\n  # nothing yet\n")
+    with pytest.raises(ConfigError, match="download: missing required key 'allow_private_networks'"):
+        load_section(DownloadParams, "download", empty)
 
 
 @pytest.mark.parametrize(
@@ -105,16 +110,16 @@ def test_missing_section_and_file(tmp_path):
 
 def test_download_params_ranges_are_checked():
     with pytest.raises(ConfigError, match="retry_pass.attempts must be >= 0"):
-        from_mapping(DownloadParams, {"retry_pass": {"attempts": -1}}, "p: download")
+        from_mapping(DownloadParams, {"retry_pass": {"attempts": -1}, **GUARD}, "p: download")
     with pytest.raises(ConfigError, match="resize_mode: expected one of 'keep_ratio'"):
-        from_mapping(DownloadParams, {"resize_mode": "border"}, "p: download")
+        from_mapping(DownloadParams, {"resize_mode": "border", **GUARD}, "p: download")
     with pytest.raises(ConfigError, match="timeout must be > 0"):
-        from_mapping(DownloadParams, {"timeout": 0}, "p: download")
+        from_mapping(DownloadParams, {"timeout": 0, **GUARD}, "p: download")
 
 
 def test_to_mapping_round_trips():
     s = Section(size=2, tags=("a",), inner=Inner(1, 0.25))
     assert from_mapping(Section, to_mapping(s)) == s
-    p = DownloadParams(disallowed_header_directives=("noai",))
+    p = DownloadParams(disallowed_header_directives=("noai",), allow_private_networks=False)
     assert to_mapping(p)["disallowed_header_directives"] == ["noai"]
     assert from_mapping(DownloadParams, to_mapping(p)) == p

@@ -177,7 +177,8 @@ class DownloadParams:
         allow_private_networks: destinations outside the public internet (loopback, private,
             link-local...) that fetches may reach: ``False`` none (real data), ``True`` all (the
             demo's loopback server), or a list of networks (``["127.0.0.0/8"]``). Checked on
-            every connection, redirects included (:mod:`lpr_core.data.fetch_guard`).
+            every connection, redirects included (:mod:`lpr_core.data.fetch_guard`). No default:
+            the section says it (the demo's ``true`` is no default for real data).
         max_response_bytes: a larger response is refused (reason ``too_large``).
         max_fetch_seconds: one fetch (connects, redirects, every read) taking longer is cut off
             (reason ``too_slow``); at least ``timeout``.
@@ -197,7 +198,7 @@ class DownloadParams:
     distributor: Literal["multiprocessing", "pyspark", "ray"] = field(default="multiprocessing", metadata={"runtime": True})
     encode_quality: int = 95
     disallowed_header_directives: tuple[str, ...] = ()
-    allow_private_networks: bool | tuple[str, ...] = False
+    allow_private_networks: bool | tuple[str, ...] = field(kw_only=True)  # no default: say it
     max_response_bytes: int = 16 << 20
     max_fetch_seconds: float = 60.0
     retry_pass: RetryPassParams = field(default_factory=RetryPassParams)

@@ -58,7 +58,7 @@ class PrepareParams:
 
     val_fraction: float = 0.15
     seed: int = 0
-    query_attributes: str | None = None
+    query_attributes: str | None = "_source/clips.json"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:

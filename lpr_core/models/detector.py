@@ -84,7 +84,7 @@ class DetectorConfig:
         fpn_channels: feature pyramid channels of the ``*_resnet18_fpn`` archs.
     """
 
-    arch: str = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    arch: str = "fcos_resnet18_fpn"
     weights: str = "none"
     weights_backbone: str = "none"
     min_size: int = 128
@@ -92,7 +92,7 @@ class DetectorConfig:
     detections_per_image: int = 10
     rpn_proposals: int = 300
     rois_per_image: int = 64
-    box_head_dim: int = 1024
+    box_head_dim: int = 256
     score_threshold: float = 0.3
     crop_mode: str = "top"
     box_padding: float = 0.1

@@ -67,15 +67,15 @@ class EncoderConfig:
     """
 
     backbone: str = "resnet18"
-    backbone_width: int = 64
+    backbone_width: int = 32
     weights: str = "none"
-    image_size: int = 96
+    image_size: int = 64
     num_frames: int = 4
     embed_dim: int = 128
-    aggregator: str = "transformer"
+    aggregator: str = "attention"
     aggregator_layers: int = 1
     heads: int = 4
-    dropout: float = 0.0
+    dropout: float = 0.1
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
     gather_negatives: bool = True

@@ -60,7 +60,7 @@ class GateConfig:
     min_delta: float = 0.0
     promote_ties: bool = False
     require_validation: bool = True
-    critical_slices: tuple[CriticalSlice, ...] = ()
+    critical_slices: tuple[CriticalSlice, ...] = (CriticalSlice("test/scale_type/small/rank1", 0.05),)
     lock_ttl_s: float = 120.0
     lock_wait_s: float = 3600.0
 

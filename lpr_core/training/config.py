@@ -24,12 +24,16 @@ from dataclasses import dataclass, field
 #: field metadata of a setting that changes no result (:mod:`lpr_core.runtime_params`)
 _RUNTIME = {"runtime": True}
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "EncoderTrainConfig", "DetectorTrainConfig"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """The training loop's knobs (``train:`` of ``train_encoder`` / ``train_detector``).
+
+    The defaults are ``params.yaml``'s: a setting whose value differs between the two stages
+    carries no default here; :class:`EncoderTrainConfig` and :class:`DetectorTrainConfig` carry
+    each stage's (a test pins them to the file).
 
     Attributes:
         max_steps: optimizer steps of the run.
@@ -56,22 +60,22 @@ class TrainConfig:
         progress: show a tqdm progress bar on rank 0.
     """
 
-    max_steps: int = 200
-    batch_size: int = 16
+    max_steps: int
+    batch_size: int
     grad_accum_steps: int = 1
-    lr: float = 3e-4
-    weight_decay: float = 0.05
-    adam_beta2: float = 0.98
-    warmup_steps: int = 20
+    lr: float
+    weight_decay: float
+    adam_beta2: float
+    warmup_steps: int
     min_lr_ratio: float = 0.01
-    grad_clip_norm: float = 1.0
+    grad_clip_norm: float
     amp: str = "auto"
     compile: bool = field(default=False, metadata=_RUNTIME)
-    channels_last: bool = field(default=True, metadata=_RUNTIME)
-    checkpoint_every: int = field(default=50, metadata=_RUNTIME)
-    log_every: int = 1
+    channels_last: bool = field(metadata=_RUNTIME)
+    checkpoint_every: int = field(metadata=_RUNTIME)
+    log_every: int = 5
     seed: int = 0
-    num_workers: int = field(default=2, metadata=_RUNTIME)
+    num_workers: int = field(default=1, metadata=_RUNTIME)
     prefetch_factor: int = field(default=4, metadata=_RUNTIME)
     persistent_workers: bool = field(default=True, metadata=_RUNTIME)
     device: str = field(default="auto", metadata=_RUNTIME)
@@ -87,6 +91,36 @@ class TrainConfig:
         _check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]")
         _check(self.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto|bf16|fp16|off, got {self.amp!r}")
         _check(self.device in ("auto", "cpu", "cuda"), f"device must be auto|cpu|cuda, got {self.device!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderTrainConfig(TrainConfig):
+    """``train:`` of ``train_encoder``, with that section's defaults."""
+
+    max_steps: int = 400
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    adam_beta2: float = 0.98
+    warmup_steps: int = 20
+    grad_clip_norm: float = 1.0
+    channels_last: bool = field(default=True, metadata=_RUNTIME)
+    checkpoint_every: int = field(default=100, metadata=_RUNTIME)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectorTrainConfig(TrainConfig):
+    """``train:`` of ``train_detector``, with that section's defaults."""
+
+    max_steps: int = 300
+    batch_size: int = 8
+    lr: float = 6e-3
+    weight_decay: float = 1e-4
+    adam_beta2: float = 0.999
+    warmup_steps: int = 10
+    grad_clip_norm: float = 10.0
+    channels_last: bool = field(default=False, metadata=_RUNTIME)
+    checkpoint_every: int = field(default=50, metadata=_RUNTIME)
 
 
 def _check(ok: bool, msg: str) -> None:

@@ -22,7 +22,7 @@ from lpr_core.data.transforms import build_detection_transform, build_eval_trans
 from lpr_core.ids import parse_clip_id
 from lpr_core.models.detector import DetectorConfig, build_detector
 from lpr_core.models.encoder import EncoderConfig, RiceModel, build_encoder
-from lpr_core.training.config import TrainConfig
+from lpr_core.training.config import DetectorTrainConfig, EncoderTrainConfig
 
 __all__ = [
     "EncoderDataConfig",
@@ -58,7 +58,7 @@ class EncoderDataConfig:
 
     crop_boxes: bool = True
     box_padding: float = 0.1
-    box_jitter: float = 0.0
+    box_jitter: float = 0.2
     sampling: str = "random_segment"
     crop_scale_min: float = 0.6
     color_jitter: float = 0.3
@@ -76,7 +76,7 @@ class TrainEncoderParams:
 
     model: EncoderConfig = field(default_factory=EncoderConfig)
     data: EncoderDataConfig = field(default_factory=EncoderDataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any] | None) -> TrainEncoderParams:
@@ -99,8 +99,8 @@ class DetectorDataConfig:
 
     val_fraction: float = 0.1
     hflip: bool = True
-    color_jitter: float = 0.0
-    crop_scale_min: float = 1.0
+    color_jitter: float = 0.3
+    crop_scale_min: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class TrainDetectorParams:
 
     model: DetectorConfig = field(default_factory=DetectorConfig)
     data: DetectorDataConfig = field(default_factory=DetectorDataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: DetectorTrainConfig = field(default_factory=DetectorTrainConfig)
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any] | None) -> TrainDetectorParams:

@@ -66,9 +66,9 @@ class ValidateParams:
     resize_only_if_bigger: bool = True
     size_tolerance_px: float = 1.0
     max_reject_fraction: float = 0.0
-    min_download_success_rate: float = 0.95
+    min_download_success_rate: float = 0.9
     min_decodable_frames: int = 3
-    min_gallery_downloaded_fraction: float = 1.0
+    min_gallery_downloaded_fraction: float = 0.95
     max_duplicate_image_fraction: float = 0.05
     min_decoded_fraction: float = 1.0
     max_box_outside_fraction: float = 0.5

@@ -329,7 +329,7 @@ def test_prepare_input_keeps_rewrites_or_refuses(tmp_path):
     mtime = path.stat().st_mtime_ns
     time.sleep(0.01)
     assert prepare_input(ul, folder, FAST) == path and path.stat().st_mtime_ns == mtime  # unchanged
-    other = DownloadParams(image_size=64)
+    other = DownloadParams(image_size=64, allow_private_networks=False)
     prepare_input(ul, folder, other)  # no shard yet: rewritten for the new settings
     (folder / "00000.parquet").write_bytes(b"")
     (folder / "00000_stats.json").write_text("{}")

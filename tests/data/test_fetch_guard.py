@@ -100,15 +100,17 @@ def test_download_params_of_the_guard():
     assert p.fetch_policy == FetchPolicy(("127.0.0.0/8",), 1000, 20.0)
     assert from_mapping(DownloadParams, to_mapping(p)) == p
     assert from_mapping(DownloadParams, {"allow_private_networks": True}).fetch_policy.allow_private_networks is True
-    assert DownloadParams().fetch_policy.refusal("127.0.0.1") == "loopback"  # off unless params allow it
+    assert from_mapping(DownloadParams, {"allow_private_networks": False}).fetch_policy.refusal("127.0.0.1") == "loopback"
+    with pytest.raises(ConfigError, match="missing required key 'allow_private_networks'"):
+        from_mapping(DownloadParams, {}, where)  # the guard is said in params.yaml, never assumed
     with pytest.raises(ConfigError, match=r"download: allow_private_networks\[0\]: '10\.0\.0\.0/33'"):
         from_mapping(DownloadParams, {"allow_private_networks": ["10.0.0.0/33"]}, where)
     with pytest.raises(ConfigError, match=r"download\.allow_private_networks: .* matches none of"):
         from_mapping(DownloadParams, {"allow_private_networks": "yes"}, where)
     with pytest.raises(ConfigError, match="max_fetch_seconds .* must be >= timeout"):
-        from_mapping(DownloadParams, {"timeout": 10, "max_fetch_seconds": 5}, where)
+        from_mapping(DownloadParams, {"timeout": 10, "max_fetch_seconds": 5, "allow_private_networks": False}, where)
     with pytest.raises(ConfigError, match="max_response_bytes must be >= 1"):
-        from_mapping(DownloadParams, {"max_response_bytes": 0}, where)
+        from_mapping(DownloadParams, {"max_response_bytes": 0, "allow_private_networks": False}, where)
     with pytest.raises(ConfigError, match=r"unknown key\(s\) 'allow_private_network'"):
         from_mapping(DownloadParams, {"allow_private_network": True}, where)
 

@@ -59,7 +59,7 @@ def test_clips_whose_image_failed_are_dropped(tiny, tmp_path):
     victim = t.column("image_id")[0].as_py()
     status = pc.if_else(pc.equal(t.column("image_id"), victim), "failed", t.column("status"))
     pq.write_table(t.set_column(t.schema.get_field_index("status"), "status", status.cast(pa.string())), path)
-    res = prepare(world, dl, PrepareParams(val_fraction=0.0))
+    res = prepare(world, dl, PrepareParams(val_fraction=0.0, query_attributes=None))
     assert res.counts["dropped_clips_image_missing"] >= 1
     assert victim not in res.tables["train_clips"].column("image_id").to_pylist()
 
@@ -127,7 +127,7 @@ def test_boxes_are_clipped_to_their_frame_once_counted_per_split(tiny, tmp_path)
     rows[0][2] = json.dumps(frame_boxes)
     vi_path.write_text("".join("\t".join(r) + "\n" for r in rows))
 
-    res = prepare(world, download, PrepareParams(val_fraction=0.0))
+    res = prepare(world, download, PrepareParams(val_fraction=0.0, query_attributes=None))
     n_test = sum(len(b) for b in boxes.values())
     assert {k: v for k, v in res.counts.items() if k.startswith("test/")} == {
         "test/boxes": n_test, "test/boxes_past_edge": 2, "test/boxes_dropped_no_area": 1, "test/boxes_unchecked": 1}
@@ -160,7 +160,7 @@ def test_a_release_world_is_prepared_with_every_box_inside_its_frame(tmp_path):
     world = generate_world(tmp_path / "world", size="tiny", seed=0, family="release").out_dir
     download = tmp_path / "download"
     build_download(world, download, 128)
-    res = prepare(world, download, PrepareParams(val_fraction=0.0))  # files in sub-folders are found
+    res = prepare(world, download, PrepareParams(val_fraction=0.0, query_attributes=None))  # files in sub-folders are found
     assert res.counts["test_queries"] > 0 and res.counts["train_clips"] > 0
     assert res.counts["train/boxes_past_edge"] > 0 and res.counts["test/boxes_past_edge"] > 0
     for split, table in (("train", res.tables["train_clips"]), ("test", res.tables["test_frame_boxes"])):

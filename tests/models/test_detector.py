@@ -19,7 +19,7 @@ from lpr_core.models.detector import (
     top_box_hit_rate,
 )
 
-SMALL = DetectorConfig(min_size=64, max_size=96, rpn_proposals=50, rois_per_image=16, box_head_dim=64)
+SMALL = DetectorConfig(arch="fasterrcnn_mobilenet_v3_large_320_fpn", min_size=64, max_size=96, rpn_proposals=50, rois_per_image=16, box_head_dim=64)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_local_backbone_weights_are_loaded(tmp_path):
     torch.manual_seed(5)
     classifier = torchvision.models.mobilenet_v3_large()
     torch.save(classifier.state_dict(), tmp_path / "mnv3.pth")
-    model = build_detector(DetectorConfig(min_size=64, max_size=96, weights_backbone=str(tmp_path / "mnv3.pth")))
+    model = build_detector(DetectorConfig(arch="fasterrcnn_mobilenet_v3_large_320_fpn", min_size=64, max_size=96, weights_backbone=str(tmp_path / "mnv3.pth")))
     torch.testing.assert_close(model.backbone.body["0"][0].weight, classifier.features[0][0].weight, rtol=0, atol=0)
 
 

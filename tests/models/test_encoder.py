@@ -9,7 +9,8 @@ from lpr_core.data.transforms import CLIP_MEAN
 from lpr_core.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
 from tests.models.tiny_clip import write_clip_checkpoint, write_config
 
-TINY = dict(backbone="resnet10", backbone_width=16, image_size=32, num_frames=3, embed_dim=16, decoder_dim=16, heads=2)
+TINY = dict(backbone="resnet10", backbone_width=16, image_size=32, num_frames=3, embed_dim=16, decoder_dim=16, heads=2,
+            aggregator="transformer", dropout=0.0)
 
 
 def _batch(b=4, t=3, s=32):

@@ -35,8 +35,10 @@ TINY_ENCODER = dict(
     heads=2,
     pmd=False,
     pfr=False,
+    aggregator="transformer",
+    dropout=0.0,
 )
-TINY_DETECTOR = dict(min_size=64, max_size=96, rpn_proposals=50, rois_per_image=16, box_head_dim=64)
+TINY_DETECTOR = dict(arch="fasterrcnn_mobilenet_v3_large_320_fpn", min_size=64, max_size=96, rpn_proposals=50, rois_per_image=16, box_head_dim=64)
 
 
 @dataclass(frozen=True)

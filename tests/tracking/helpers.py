@@ -26,7 +26,7 @@ def save_tiny_encoder(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     enc = build_encoder(EncoderConfig(backbone="resnet10", backbone_width=8, image_size=32, num_frames=2,
-                                      embed_dim=16, pmd=False, pfr=False))
+                                      embed_dim=16, pmd=False, pfr=False, aggregator="transformer", dropout=0.0))
     return save_encoder(enc, path)
 
 

@@ -161,8 +161,9 @@ def tiny_encoder_params(**train):
             "embed_dim": 32,
             "decoder_dim": 32,
             "dropout": 0.1,
+            "aggregator": "transformer",
         },
-        "data": {"crop_boxes": True},
+        "data": {"crop_boxes": True, "box_jitter": 0.0},
         "train": {
             "max_steps": 6,
             "batch_size": 4,
@@ -172,6 +173,7 @@ def tiny_encoder_params(**train):
             "num_workers": 0,
             "device": "cpu",
             "progress": False,
+            "log_every": 1,
             **train,
         },
     }

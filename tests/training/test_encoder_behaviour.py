@@ -57,10 +57,11 @@ def test_trained_encoder_ranks_the_right_product_under_perturbations(tmp_path, w
     params = TrainEncoderParams.from_mapping(
         {
             "model": {"backbone": "resnet10", "backbone_width": 16, "image_size": 48, "num_frames": 2,
-                      "embed_dim": 32, "pmd": False, "pfr": False},
-            "data": {"crop_boxes": True, "color_jitter": 0.4},
+                      "embed_dim": 32, "pmd": False, "pfr": False, "aggregator": "transformer", "dropout": 0.0},
+            "data": {"crop_boxes": True, "color_jitter": 0.4, "box_jitter": 0.0},
             "train": {"max_steps": 80, "batch_size": 8, "lr": 2e-3, "warmup_steps": 5, "checkpoint_every": 80,
-                      "num_workers": 0, "device": "cpu", "progress": False},
+                      "num_workers": 0, "device": "cpu", "progress": False,
+                      "log_every": 1},
         }
     )
     seed_everything(0)
