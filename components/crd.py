@@ -16,6 +16,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import yaml
+
 SCHEMAS = Path(__file__).with_name("schemas")
 TRAINJOB_CRD = SCHEMAS / "trainer.kubeflow.org_trainjobs.yaml"
 
@@ -26,8 +29,6 @@ def crd_schema(crd_path: str | Path, version: str) -> dict[str, Any]:
     Raises:
         KeyError: the CRD has no such version.
     """
-    import yaml
-
     docs = [d for d in yaml.safe_load_all(Path(crd_path).read_text()) if d]
     for v in docs[0]["spec"]["versions"]:
         if v["name"] == version:
@@ -56,8 +57,6 @@ def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=4)
 def _trainjob_validator(version: str):
-    import jsonschema
-
     schema = strict_schema(crd_schema(TRAINJOB_CRD, version))
     return jsonschema.Draft7Validator(schema)
 

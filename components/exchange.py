@@ -19,7 +19,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+import fsspec
 import yaml
+
+from lpr_core.io import atomic_write_text
 
 #: The schema DVC writes at the top of ``dvc.lock``.
 LOCK_SCHEMA = "2.0"
@@ -72,8 +75,6 @@ class LockExchange:
                                 "of a pipeline run exchange their dvc.lock entries")
         if not run_id:
             raise ExchangeError("no pipeline run id: set LPR_PIPELINE_RUN_ID or pass --run-id")
-        import fsspec
-
         self.url = url.rstrip("/")
         self.run_id = run_id
         self.fs, root = fsspec.core.url_to_fs(self.url)
@@ -94,8 +95,6 @@ class LockExchange:
         path = self._path(stage)
         try:
             if _is_local(self.fs):
-                from lpr_core.io import atomic_write_text
-
                 atomic_write_text(path, text)
             else:
                 self.fs.pipe_file(path, text.encode())

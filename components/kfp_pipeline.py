@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from components import orchestration, podspec
+from lpr_core.dvcgraph import load_stages
 
 PIPELINE_YAML = Path(__file__).with_name("pipeline.yaml")
 PIPELINE_NAME = "lpr-pipeline"
@@ -108,7 +109,6 @@ def build_pipeline(dvc_yaml: str | Path, rt: podspec.Runtime, settings) -> Calla
     """
     from kfp import dsl
 
-    from lpr_core.dvcgraph import load_stages
 
     stages = load_stages(dvc_yaml)
     steps = [(s.name, podspec.stage_container(s.name, rt)) for s in stages]

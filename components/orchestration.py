@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 #: The DAG folder of this checkout (the Airflow image copies it elsewhere and passes its own).
@@ -200,8 +203,6 @@ def load_settings(environ: Mapping[str, str] | None = None, dags_dir: str | Path
         SettingsError: an unreadable file, an unknown key, a bad runner or a bad number; the message
             names the file or the variable.
     """
-    import yaml
-
     env = os.environ if environ is None else environ
     dags = Path(dags_dir) if dags_dir is not None else DAGS_DIR
     values: dict[str, Any] = {"project_dir": dags.resolve().parent}
@@ -265,8 +266,6 @@ def resolve_tool(command: str) -> str:
     Workers started from a virtual environment without activating it have the interpreter but not
     its scripts on ``PATH``; the module form works in both cases.
     """
-    import shlex
-
     head, _, rest = command.strip().partition(" ")
     module = _TOOL_MODULES.get(head)
     if module is None or shutil.which(head):

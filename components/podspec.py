@@ -17,6 +17,7 @@ root file system, no service-account token.
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from components.orchestration import RUN_ID_ENV, TRIGGER_ENV
+from lpr_core.dvcgraph import load_stages
 
 if TYPE_CHECKING:
     from lpr_core.dvcgraph import Stage
@@ -87,8 +91,6 @@ def load_runtime(path: str | Path = RUNTIME_YAML, overrides: Mapping[str, Any] |
     Raises:
         ValueError: a secret's keys are not a list of variable names (the message names the file).
     """
-    import yaml
-
     raw = yaml.safe_load(Path(path).read_text()) or {}
     raw.update(overrides or {})
     d = raw.get("defaults", {})
@@ -319,8 +321,6 @@ def uncached_outputs(dvc_yaml: str | Path = DVC_YAML) -> dict[str, tuple[str, ..
     DVC pushes no uncached output: a downstream pod could not pull it, so a stage listed here
     cannot hand its outputs on. Keep pod-run stages' outputs cached.
     """
-    import yaml
-
     doc = yaml.safe_load(Path(dvc_yaml).read_text()) or {}
     found: dict[str, tuple[str, ...]] = {}
     for name, spec in (doc.get("stages") or {}).items():
@@ -447,8 +447,6 @@ def encoder_trainjob(rt: Runtime, run_id: str = "manual", num_nodes: int | None 
         module: the stage's entry point module (``python -m <module>`` in its cmd).
     """
     if stage is None:
-        from lpr_core.dvcgraph import load_stages
-
         by_name = {s.name: s for s in load_stages(dvc_yaml)}
         if ENCODER_STAGE not in by_name:
             raise ValueError(f"{dvc_yaml}: no stage {ENCODER_STAGE!r}")
@@ -508,8 +506,6 @@ def trainjob_node_pod(trainjob: Mapping[str, Any], node_rank: int = 0, master_ad
         master_port: the rendezvous port (``PET_MASTER_PORT``).
         runtime_pod: the runtime's node pod template.
     """
-    import copy
-
     pod = copy.deepcopy(dict(runtime_pod))
     trainer = trainjob["spec"]["trainer"]
     (node,) = [c for c in pod["spec"]["containers"] if c["name"] == TRAINER_NODE]

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
+import yaml
+
 __all__ = ["ConfigError", "load_params", "load_section", "from_mapping", "to_mapping"]
 
 T = TypeVar("T")
@@ -51,8 +53,6 @@ def load_params(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: when the file is missing, is not valid YAML or is not a mapping.
     """
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -12,9 +12,11 @@ through the ``lpr_pipeline`` DAG (see the README).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lpr_core.children import child_group, terminate_raises
+from lpr_core.dvcgraph import load_stages
+from lpr_core.synth import ImageServer, generate_world, set_url_prefix
 
 DEFAULT_PORT = 8765
 WORLD_DIR = Path("data/lpr4m")
@@ -66,8 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _port_free(port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -78,8 +80,6 @@ def _port_free(port: int) -> bool:
 
 def prepare_world(root: Path, size: str, seed: int, fresh: bool) -> Path:
     """Generate the synthetic world under ``root/data/lpr4m`` unless the same one is already there."""
-    from lpr_core.synth import generate_world
-
     world = root / WORLD_DIR
     meta = _read_json(world / "_source" / "world.json") or {}
     if not fresh and meta.get("size") == size and meta.get("seed") == seed:
@@ -94,8 +94,6 @@ def prepare_world(root: Path, size: str, seed: int, fresh: bool) -> Path:
 
 def point_world_at(root: Path, world: Path, prefix: str) -> None:
     """Re-point the world's URL files at the server; a different prefix invalidates the download."""
-    from lpr_core.synth import set_url_prefix
-
     first = next(iter(sorted(world.glob("test_image_url_*.txt"))), None)
     current = first.read_text().split("\n", 1)[0] if first else ""
     if current and not current.startswith(prefix):
@@ -142,8 +140,6 @@ def run_stage(root: Path, name: str, force: bool, env: dict[str, str]) -> StageR
 
 def run_pipeline(root: Path, force: bool, env: dict[str, str], report: DemoReport) -> None:
     """Every stage of ``dvc.yaml`` in order; stops at the first failure."""
-    from lpr_core.dvcgraph import load_stages
-
     stages = load_stages(root / "dvc.yaml")
     for i, stage in enumerate(stages, 1):
         print(f"\n== stage {i}/{len(stages)}: {stage.name}")
@@ -161,8 +157,6 @@ def run_pipeline(root: Path, force: bool, env: dict[str, str], report: DemoRepor
 
 def run_promotion(root: Path, env: dict[str, str], report: DemoReport) -> None:
     """Register the evaluated model and run the registry gate (``lpr promote``)."""
-    import hashlib
-
     candidate = root / "data/evaluate/candidate.json"
     digest = hashlib.sha256(candidate.read_bytes()).hexdigest()
     seen_file = root / ".lpr" / "registered.json"
@@ -276,8 +270,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, root: Path, report: DemoReport, env: dict[str, str]) -> int:
-    from lpr_core.synth import ImageServer
-
     try:
         world = prepare_world(root, args.size, args.seed, args.fresh)
         port = args.port

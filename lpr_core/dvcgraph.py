@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import yaml
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -54,8 +56,6 @@ def load_stages(dvc_yaml: str | Path = "dvc.yaml") -> list[Stage]:
     Raises:
         ValueError: the file has no stages, a cmd is missing, or the graph has a cycle.
     """
-    import yaml
-
     path = Path(dvc_yaml)
     doc = yaml.safe_load(path.read_text()) or {}
     raw = doc.get("stages") or {}

@@ -30,6 +30,7 @@ import dataclasses
 import importlib
 import io as _stringio
 import json
+import shlex
 import sys
 import types
 import typing
@@ -38,6 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.scalarfloat import ScalarFloat
+from ruamel.yaml.scalarint import ScalarInt
+from ruamel.yaml.scalarstring import PlainScalarString
+
+from lpr_core import io
 from lpr_core.config import ConfigError, from_mapping
 
 __all__ = [
@@ -125,8 +133,6 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def parse_assignment(text: str) -> tuple[str, Any]:
     """``key.path=VALUE`` -> ``(key.path, value)``; VALUE is read as YAML (``0.003``, ``true``,
     ``null``, ``[1, 2]``, a bare string)."""
-    import yaml
-
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -143,8 +149,6 @@ def load_preset(name: str, params_path: str | Path = "params.yaml") -> dict[str,
 
     A preset is a mapping of dotted keys (or nested sections) to values.
     """
-    import yaml
-
     candidate = Path(name)
     path = candidate if candidate.suffix in (".yaml", ".yml") else Path(params_path).parent / PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
@@ -317,10 +321,6 @@ def _anchored(value: Any, anchor: str | None) -> Any:
     """``value`` as a ruamel node carrying ``anchor`` (so its aliases keep pointing at it)."""
     if anchor is None or isinstance(value, bool) or value is None:
         return value
-    from ruamel.yaml.scalarfloat import ScalarFloat
-    from ruamel.yaml.scalarint import ScalarInt
-    from ruamel.yaml.scalarstring import PlainScalarString
-
     if isinstance(value, int):
         node: Any = ScalarInt(value)
     elif isinstance(value, float):
@@ -335,8 +335,6 @@ def _anchored(value: Any, anchor: str | None) -> Any:
 
 def _round_trip_yaml():
     """A ruamel round-trip loader/dumper that writes params.yaml the way it is written by hand."""
-    from ruamel.yaml import YAML
-
     rt = YAML(typ="rt")
     rt.preserve_quotes = True
     rt.width = 110
@@ -364,8 +362,6 @@ def apply_overrides(path: str | Path, overrides: Mapping[str, Any], *, write: bo
     Returns:
         The changes, aliases included; keys whose value is already the requested one are left out.
     """
-    from lpr_core import io
-
     path = Path(path)
     where = where or str(path)
     try:
@@ -416,8 +412,6 @@ def _float_text(value: float) -> str:
 
 def _scalar_text(value: Any) -> str | None:
     """``value`` as it is written on one YAML line (None when it needs more than a plain line)."""
-    import yaml
-
     if isinstance(value, float) and not isinstance(value, bool):
         return _float_text(value)
     if value is None or isinstance(value, bool | int):
@@ -502,8 +496,6 @@ def dvc_set_args(changes: Iterable[Change]) -> list[str]:
 
 def _reads_back_plain(value: str) -> bool:
     """Whether YAML reads the bare word ``value`` back as the same string (no quoting needed)."""
-    import yaml
-
     if not value or any(c.isspace() for c in value):
         return False
     try:
@@ -530,8 +522,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``lpr params``: exit 0 when applied, 2 on a bad key, type or value."""
-    import shlex
-
     try:
         overrides = collect_overrides(preset=args.preset, json_text=args.json_text, sets=args.sets,
                                       params_path=args.params)

@@ -19,6 +19,7 @@ floating-point noise. Every other key is *result-bearing*. The split serves two 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 __all__ = ["RUNTIME", "is_runtime", "result_bearing", "runtime_settings", "result_keys"]
@@ -62,8 +63,6 @@ def runtime_settings(params: Any, prefix: str = "") -> dict[str, Any]:
 
 def _nested(cls: Any, f: dataclasses.Field) -> Any:
     """The dataclass type of a nested section field, or None."""
-    import typing
-
     tp = typing.get_type_hints(cls).get(f.name)
     return tp if dataclasses.is_dataclass(tp) else None
 

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
+
 from lpr_core import io
 
 __all__ = [
@@ -153,8 +155,6 @@ def state_key(identity: Mapping[str, Any]) -> str:
 
 
 def _fs(url: str):
-    import fsspec
-
     return fsspec.core.url_to_fs(url)
 
 

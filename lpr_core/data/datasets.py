@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import io
 import os
+import tarfile
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import tv_tensors
 
 from lpr_core.data.boxes import boxes_to_downloaded
+from lpr_core.data.manifest import read_manifest
 from lpr_core.data.transforms import crop_box, jitter_box, seeded, union_box
+from lpr_core.formats.schema import FRAME_BOXES_SCHEMA
 from lpr_core.ids import make_frame_id
 
 if TYPE_CHECKING:
@@ -105,8 +113,6 @@ class ManifestImages:
     def from_download(cls, download_dir: str | Path, split: str, kind: str) -> ManifestImages:
         """Open ``<download_dir>/manifests/<split>_<kind>.parquet`` (schema checked by
         :func:`lpr_core.data.manifest.read_manifest`)."""
-        from lpr_core.data.manifest import read_manifest
-
         path = manifest_path(download_dir, split, kind)
         if not path.exists():
             raise FileNotFoundError(f"download manifest not found: {path} (run the download stage)")
@@ -159,8 +165,6 @@ class ManifestImages:
         path, member, *_ = self._row(key)
         full = self.root / path
         if member:
-            import tarfile
-
             if os.getpid() != self._pid:  # a forked DataLoader worker must not share tar handles
                 self._tars, self._pid = {}, os.getpid()
             tar = self._tars.get(path)
@@ -180,8 +184,6 @@ class ManifestImages:
 
     def open(self, key: str) -> Image.Image:
         """Decode ``key`` as an RGB PIL image."""
-        from PIL import Image
-
         data = self.read_bytes(key)
         try:
             image = Image.open(io.BytesIO(data))
@@ -220,10 +222,6 @@ def sample_frame_positions(num_available: int, num_frames: int, mode: str, rng: 
 def videoinfo_frame_boxes(clips: pa.Table) -> pa.Table:
     """Turn a ``VIDEOINFO_SCHEMA`` table into a ``FRAME_BOXES_SCHEMA`` table (one row per frame
     that carries boxes), boxes still in original pixels."""
-    import pyarrow as pa
-
-    from lpr_core.formats.schema import FRAME_BOXES_SCHEMA
-
     grouped: dict[tuple[str, int], list] = defaultdict(list)
     for clip_id, idxs, boxes in zip(
         clips.column("clip_id").to_pylist(),
@@ -274,8 +272,6 @@ class _ClipFrames:
     box_jitter: float = 0.0
 
     def _load_frames(self, clip_id: str, available: list[int], positions: list[int], transform: Callable, seed: int | None):
-        import torch
-
         tensors = []
         for j, pos in enumerate(positions):
             idx = available[pos]
@@ -369,8 +365,6 @@ class ClipPairDataset(_ClipFrames):
         return len(self.clip_ids)
 
     def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
-        import torch
-
         index, seed = _unpack_key(key)
         clip_id, available = self.clip_ids[index], self.available[index]
         rng = np.random.default_rng(seed) if seed is not None else None
@@ -432,8 +426,6 @@ class QueryClipDataset(_ClipFrames):
         return len(self.clip_ids)
 
     def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
-        import torch
-
         index, _ = _unpack_key(key)
         available = self.available[index]
         positions = sample_frame_positions(len(available), self.num_frames, "uniform")
@@ -456,8 +448,6 @@ class GalleryImageDataset:
         return len(self.image_ids)
 
     def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
-        import torch
-
         index, _ = _unpack_key(key)
         return {
             "image": self.transform(self.images.open(self.image_ids[index])),
@@ -492,9 +482,6 @@ class DetectionDataset:
         return len(self.keys)
 
     def __getitem__(self, key: Any):
-        import torch
-        from torchvision import tv_tensors
-
         index, seed = _unpack_key(key)
         clip_id, idx = self.keys[index]
         frame_id = make_frame_id(clip_id, idx)
@@ -535,8 +522,6 @@ def build_dataloader(
     seeds the workers' base seed (pass one so that creating the loader leaves torch's global RNG
     untouched).
     """
-    from torch.utils.data import DataLoader
-
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
         kwargs["prefetch_factor"] = prefetch_factor

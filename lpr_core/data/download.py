@@ -49,6 +49,7 @@ output directory at the same path, because the manifest is built from the shard 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import io
@@ -65,10 +66,19 @@ import time
 import urllib.error
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from tqdm import tqdm
+
+from lpr_core.config import to_mapping
+from lpr_core.data.download_spark import DownloadSpark
+from lpr_core.data.download_workers import WorkerServer, forked_workers
 from lpr_core.data.fetch_guard import (
     Disallowed,
     FetchPolicy,
@@ -92,7 +102,10 @@ from lpr_core.data.manifest import (
     verify_stored,
     write_table_atomic,
 )
+from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
+from lpr_core.formats.readers import read_kind
 from lpr_core.formats.schema import FILE_PATTERNS, URL_LISTS
+from lpr_core.formats.writers import atomic_write_text
 
 if TYPE_CHECKING:
     from lpr_core.data.download_spark import DownloadSpark
@@ -262,8 +275,6 @@ def find_url_lists(urls_dir: str | Path) -> dict[str, Path | None]:
     Raises:
         DownloadError: when ``urls_dir`` is not a directory or holds two candidates for one list.
     """
-    from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
-
     urls_dir = Path(urls_dir)
     if not urls_dir.is_dir():
         raise DownloadError(f"--urls {urls_dir}: not a directory")
@@ -289,8 +300,6 @@ def read_url_list(path: str | Path, name: str) -> UrlList:
             that kind, naming the file and line.
         DownloadError: at the first URL that is not http(s), naming the file and line.
     """
-    from lpr_core.formats.readers import read_kind
-
     split, kind = URL_LISTS[name]
     table = read_kind(name, path, strict=True).table
     urls = table.column("url").to_pylist()
@@ -322,9 +331,6 @@ def prepare_input(url_list: UrlList, folder: str | Path, params: DownloadParams)
     Raises:
         DownloadError: when ``folder`` holds shards made from another list or other settings.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     folder = Path(folder)
     path = folder / INPUT_FILE
     fp = _fingerprint(url_list, params)
@@ -424,7 +430,6 @@ def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, par
         workers.start()  # type: ignore[union-attr]  # the server imports img2dataset meanwhile
     import img2dataset
 
-    from lpr_core.data.download_workers import forked_workers
 
     folder.mkdir(parents=True, exist_ok=True)
     log(f"{folder.name}: img2dataset on {n_urls} URLs ({expected - len(done & set(range(expected)))} "
@@ -527,8 +532,6 @@ def process_image(data: bytes, resizer) -> tuple[bytes, int, int, int, int] | st
         ``(jpeg, width, height, original_width, original_height)`` or an error string
         ``"<reason>: <message>"`` (a truncated or corrupt body is a ``decode`` error).
     """
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # a full decode: a truncated JPEG raises here
@@ -591,8 +594,6 @@ _JOURNAL_COLUMNS = ("url", "status", "path", "width", "height", "original_width"
 
 
 def _read_journal(path: Path, out_root: Path) -> dict[str, Outcome]:
-    import pyarrow.parquet as pq
-
     if not path.exists():
         return {}
     try:
@@ -614,8 +615,6 @@ def _read_journal(path: Path, out_root: Path) -> dict[str, Outcome]:
 
 
 def _write_journal(path: Path, outcomes: dict[str, Outcome]) -> None:
-    import pyarrow as pa
-
     schema = pa.schema([("url", pa.string()), ("status", pa.string()), ("path", pa.string()),
                         ("width", pa.int32()), ("height", pa.int32()), ("original_width", pa.int32()),
                         ("original_height", pa.int32()), ("error", pa.string()), ("sha256", pa.string())])
@@ -645,10 +644,6 @@ def retry_pass(
     Returns:
         ``{url: Outcome}`` with ``source="retry"`` for every URL of ``failed``.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
     folder, out_root = Path(folder), Path(out_root)
     rel = os.path.relpath(folder, out_root).replace(os.sep, "/")
     journal = folder / RETRIED_DIR / JOURNAL_FILE
@@ -734,8 +729,6 @@ def download_list(url_list: UrlList, out_root: str | Path, params: DownloadParam
 
 @contextlib.contextmanager
 def _exclusive(out_dir: Path) -> Iterator[None]:
-    import fcntl
-
     fd = os.open(out_dir, os.O_RDONLY)
     try:
         try:
@@ -833,8 +826,6 @@ def download_all(urls_dir: str | Path, out_dir: str | Path, params: DownloadPara
         lpr_core.formats.report.FormatError: on a malformed URL list (file and line named).
         lpr_core.data.manifest.ManifestError: on a shard that cannot be mapped back to LPR ids.
     """
-    from lpr_core.config import to_mapping
-
     t0 = time.perf_counter()
     urls_dir, out_dir = Path(urls_dir), Path(out_dir)
     found = find_url_lists(urls_dir)
@@ -852,9 +843,6 @@ def download_all(urls_dir: str | Path, out_dir: str | Path, params: DownloadPara
         if lists[name].duplicates:
             log(f"{name}: {lists[name].duplicates} duplicate URL(s) in {path.name} dropped")
     out_dir.mkdir(parents=True, exist_ok=True)
-    from lpr_core.data.download_spark import DownloadSpark
-    from lpr_core.data.download_workers import WorkerServer
-
     with _exclusive(out_dir), orphan_guard():
         # img2dataset's processes of every list fork from one server started (lazily) in this
         # guard: they carry its token, and img2dataset is imported once, not thrice per list.
@@ -869,8 +857,6 @@ def download_all(urls_dir: str | Path, out_dir: str | Path, params: DownloadPara
             spark.stop()
             workers.stop()
     summary["seconds"] = round(time.perf_counter() - t0, 3)
-    from lpr_core.formats.writers import atomic_write_text
-
     atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from lpr_core import io
+from lpr_core.data.download import download_all, find_url_lists
+from lpr_core.runtime_params import result_bearing
 from lpr_core.state import StageState, fingerprint, open_state
 
 __all__ = ["STAGE", "WORK_DIR", "ATTEMPT_SETTINGS", "download_identity", "ShardUploader", "restore_shards", "link_tree",
@@ -77,9 +79,6 @@ def download_identity(urls_dir: str | Path, params: Any) -> dict[str, Any]:
     """What the download's state folder is keyed by: the sha256 of each URL list found in
     ``urls_dir`` and the result-bearing ``download`` params that shape a stored sample (all but
     :data:`ATTEMPT_SETTINGS`)."""
-    from lpr_core.data.download import find_url_lists
-    from lpr_core.runtime_params import result_bearing
-
     lists = {name: path for name, path in find_url_lists(urls_dir).items() if path is not None}
     shaping = {k: v for k, v in result_bearing(params).items() if k not in ATTEMPT_SETTINGS}
     return {"inputs": fingerprint(lists), "params": shaping}
@@ -282,8 +281,6 @@ def download_resumable(urls_dir: str | Path, out_dir: str | Path, params: Any, *
     Returns:
         The summary :func:`lpr_core.data.download.download_all` returns (also in ``<out_dir>``).
     """
-    from lpr_core.data.download import download_all
-
     identity = download_identity(urls_dir, params)
     state = open_state(STAGE, identity, root)
     work = state.local / WORK_DIR

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
+import importlib
 import io
 import ipaddress
 import re
@@ -489,8 +490,6 @@ def guarded_distributors(policy: FetchPolicy) -> Iterator[None]:
 
     Main thread only; restores img2dataset's distributors on exit.
     """
-    import importlib
-
     # the module, not the package's ``main`` function of the same name that shadows it
     main = importlib.import_module("img2dataset.main")
     saved = {name: getattr(main, name) for name in DISTRIBUTORS}

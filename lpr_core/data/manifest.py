@@ -34,11 +34,13 @@ import re
 import tarfile
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from lpr_core import ids
 from lpr_core.formats.schema import FRAME_MANIFEST_SCHEMA, IMAGE_MANIFEST_SCHEMA
@@ -382,10 +384,6 @@ def verify_stored(out_root: str | Path, outcomes: Iterable[Outcome], threads: in
         ``{url: error}`` for the samples that fail, the error formatted as
         ``"corrupt_output: ..."``.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
     out_root = Path(out_root)
     bad: dict[str, str] = {}
     files: list[Outcome] = []

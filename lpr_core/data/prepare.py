@@ -36,8 +36,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lpr_core.data.boxes import clip_to_frame
+from lpr_core.data.datasets import manifest_path
+from lpr_core.data.manifest import read_manifest
 from lpr_core.formats import readers
 from lpr_core.formats.discovery import find_lpr4m_files
+from lpr_core.formats.report import rejects_to_table
 from lpr_core.formats.schema import BOX, DURATION_TYPES, NUMBER_TYPES, SCALE_TYPES
 
 __all__ = ["PrepareParams", "PreparedTables", "prepare", "split_livestreams", "query_table", "clip_box_lists"]
@@ -220,10 +223,6 @@ def prepare(annotations_dir: str | Path, download_dir: str | Path, params: Prepa
     Raises:
         FileNotFoundError: a required annotation file or manifest is missing.
     """
-    from lpr_core.data.datasets import manifest_path
-    from lpr_core.data.manifest import read_manifest
-    from lpr_core.formats.report import rejects_to_table
-
     annotations_dir, download_dir = Path(annotations_dir), Path(download_dir)
     files = find_lpr4m_files(annotations_dir)
     required = ("videoinfo", "test_gt_images", "test_gallery")

@@ -11,6 +11,9 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import torch
+from torchvision.transforms import v2
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -50,9 +53,6 @@ def build_train_transform(
     Random resized crop, optional horizontal flip and colour jitter (brightness, contrast,
     saturation), then normalisation.
     """
-    import torch
-    from torchvision.transforms import v2
-
     ops = [v2.ToImage(), v2.RandomResizedCrop(size, scale=scale, antialias=True)]
     if hflip:
         ops.append(v2.RandomHorizontalFlip())
@@ -66,9 +66,6 @@ def build_eval_transform(
     size: int, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ):
     """Evaluation transform: resize the smaller side to ``size``, centre crop, normalise."""
-    import torch
-    from torchvision.transforms import v2
-
     return v2.Compose(
         [
             v2.ToImage(),
@@ -91,9 +88,6 @@ def build_detection_transform(train: bool, *, hflip: bool = True, color_jitter: 
     by a third of it (new livestreams bring new studio colours). Boxes move and are clipped with
     the image; boxes left empty are dropped.
     """
-    import torch
-    from torchvision.transforms import v2
-
     ops: list = [v2.ToImage()]
     if train:
         if crop_scale_min < 1.0:
@@ -116,8 +110,6 @@ def seeded(seed: int | None) -> Iterator[None]:
     if seed is None:
         yield
         return
-    import torch
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield

@@ -10,6 +10,13 @@ import argparse
 import sys
 
 from lpr_core.evaluation.metrics import DEFAULT_KS
+from lpr_core.formats.predictions import (
+    EvaluationInputError,
+    check_predictions_in_galleries,
+    load_predictions,
+    unsorted_queries,
+)
+from lpr_core.formats.readers import load_galleries, load_ground_truth
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,14 +36,6 @@ def run(args: argparse.Namespace) -> int:
     from lpr_core.evaluation.metrics import metric_names, summarize
     from lpr_core.evaluation.outputs import write_metrics
     from lpr_core.evaluation.ranking import score_predictions
-    from lpr_core.formats.predictions import (
-        EvaluationInputError,
-        check_predictions_in_galleries,
-        load_predictions,
-        unsorted_queries,
-    )
-    from lpr_core.formats.readers import load_galleries, load_ground_truth
-
     try:
         metric_names(args.ks)
         gt = load_ground_truth(args.gt)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lpr_core.ids import CLIP_RE, UUID_RE, parse_clip_id, parse_image_id
 
@@ -356,8 +357,6 @@ def _map_blocks(
         raise ValueError(f"workers must be >= 1, got {workers}")
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=int(sum(sizes)), unit="query", desc=desc)
     out: list[_R] = []
     try:

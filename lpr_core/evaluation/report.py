@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
 from lpr_core.evaluation.ranking import QueryResults
@@ -155,16 +157,12 @@ class _Thumbs:
 
 
 def _png_uri(fig: object) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     buf = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buf)  # type: ignore[arg-type]
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _curve_chart(curve: Sequence[tuple[int, float]], ks: Sequence[int]) -> str:
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(5.5, 3.2), dpi=100)
     ax = fig.add_subplot()
     xs = [k for k, _ in curve]
@@ -183,8 +181,6 @@ def _curve_chart(curve: Sequence[tuple[int, float]], ks: Sequence[int]) -> str:
 
 
 def _slice_chart(rows: Sequence[SliceMetrics], metric: str) -> str:
-    from matplotlib.figure import Figure
-
     if len(rows) > 20:  # many values (livestreams): best first reads better than by id
         rows = sorted(rows, key=lambda r: -r.metrics[metric] if not math.isnan(r.metrics[metric]) else math.inf)
     labels = [(r.value[:8] + "…" if len(r.value) > 12 else r.value) + f" (n={r.num_queries})" for r in rows]

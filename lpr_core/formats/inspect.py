@@ -14,6 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+
+from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
+from lpr_core.formats.readers import scan
+from lpr_core.formats.report import FormatError
 
 __all__ = ["add_arguments", "run", "inspect_dir"]
 
@@ -45,12 +50,6 @@ def inspect_dir(
     Raises:
         lpr_core.formats.discovery.DiscoveryError: two candidates for one file kind.
     """
-    from pathlib import Path
-
-    from lpr_core.formats.discovery import find_lpr4m_files
-    from lpr_core.formats.readers import scan
-    from lpr_core.formats.report import FormatError
-
     out = out or sys.stdout
     found = find_lpr4m_files(directory)
     total_rejected = 0
@@ -80,8 +79,6 @@ def inspect_dir(
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lpr inspect``."""
-    from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
-
     try:
         found = find_lpr4m_files(args.directory)
     except (NotADirectoryError, DiscoveryError) as exc:

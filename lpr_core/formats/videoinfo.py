@@ -43,6 +43,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.json as pj
+from tqdm import tqdm
 
 from lpr_core.formats.lines import CHUNK_BYTES, RowReject, decode_line, plan_ranges, read_range
 from lpr_core.formats.report import Reject, RowSink
@@ -427,8 +429,6 @@ def _offsets(lengths: np.ndarray) -> pa.Array:
 
 def _bulk_boxes(cells: list[bytes], ns: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-frame box counts (concatenated over rows) and float32 boxes of box cells, or None."""
-    import pyarrow.json as pj
-
     data = b"".join([b'{"b":' + c + b"}\n" for c in cells])
     try:
         table = pj.read_json(
@@ -630,8 +630,6 @@ def iter_videoinfo_batches(
     line_base: dict[str, int] = {}
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=sum(e - s for _, s, e in ranges), unit="B", unit_scale=True, desc="videoinfo")
     pool = None
     try:

@@ -45,7 +45,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
+from tqdm.auto import tqdm
 
 from lpr_core import io
 from lpr_core.ids import UUID_RE, parse_image_id, parse_live_id
@@ -215,8 +217,6 @@ class GalleryIndex:
 
     def vectors(self) -> np.ndarray:
         """The exact stored vectors, ``(ntotal, d)`` float32, in index order."""
-        import faiss
-
         index = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
         if self.spec.kind == "ivf":
             ivf = faiss.extract_index_ivf(index)
@@ -229,8 +229,6 @@ class GalleryIndex:
         """A CPU copy (``self`` when already on the CPU)."""
         if not self.on_gpu:
             return self
-        import faiss
-
         return GalleryIndex(
             self.live_id,
             self.image_ids,
@@ -244,8 +242,6 @@ class GalleryIndex:
 
 def faiss_gpu_available() -> bool:
     """True when the installed faiss has GPU support and sees at least one GPU."""
-    import faiss
-
     if not hasattr(faiss, "StandardGpuResources") or not hasattr(faiss, "get_num_gpus"):
         return False
     return faiss.get_num_gpus() > 0
@@ -256,8 +252,6 @@ _GPU_RESOURCES: list[Any] = []
 
 def _gpu_resources() -> Any:
     # One StandardGpuResources per process (it owns scratch memory); created on first GPU use.
-    import faiss
-
     if not _GPU_RESOURCES:
         _GPU_RESOURCES.append(faiss.StandardGpuResources())
     return _GPU_RESOURCES[0]
@@ -300,8 +294,6 @@ def _check_image_ids(live_id: str, image_ids: Sequence[str]) -> tuple[str, ...]:
 
 
 def _empty_index(spec: IndexSpec, dim: int, n: int) -> tuple[Any, int]:
-    import faiss
-
     if spec.kind == "flat":
         return faiss.IndexFlatIP(dim), 0
     if spec.kind == "hnsw":
@@ -340,8 +332,6 @@ def build_index(
     Returns:
         The :class:`GalleryIndex`, on the GPU when the spec's device resolves to one.
     """
-    import faiss
-
     spec = spec or IndexSpec()
     live_id = parse_live_id(live_id)
     ids = _check_image_ids(live_id, image_ids)
@@ -361,8 +351,6 @@ def build_index(
         index.train(train)
     bar = None
     if progress is True:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n, unit="vec", desc=f"index {live_id[:8]}", leave=False)
     try:
         for start in range(0, n, spec.batch_size):
@@ -427,8 +415,6 @@ def build_gallery_indexes(
     total = sum(len(rows) for _, _, rows, _ in plans)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=total, unit="vec", desc="gallery indexes")
     try:
         out: dict[str, GalleryIndex] = {}
@@ -448,8 +434,6 @@ def build_gallery_indexes(
 
 
 def _meta(gallery: GalleryIndex) -> dict[str, Any]:
-    import faiss
-
     return {
         "format": FORMAT_VERSION,
         "live_id": gallery.live_id,
@@ -469,8 +453,6 @@ def save_index(gallery: GalleryIndex, directory: str | os.PathLike[str]) -> Path
     Returns:
         The livestream's directory.
     """
-    import faiss
-
     live_id = parse_live_id(gallery.live_id)
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
@@ -532,8 +514,6 @@ def load_index(directory: str | os.PathLike[str], live_id: str, *, device: str =
     Raises:
         IndexFileError: a file is missing or the index, its id map and its meta disagree.
     """
-    import faiss
-
     live_id = parse_live_id(live_id)
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")

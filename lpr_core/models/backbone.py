@@ -22,10 +22,15 @@ Names:
 
 from __future__ import annotations
 
+import json
 import os
+from types import SimpleNamespace
 
 import torch
+import torchvision.models as tvm
 from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.vision_transformer import VisionTransformer
 
 from lpr_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lpr_core.models.weights import (
@@ -48,8 +53,6 @@ _BASIC_LAYERS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet34":
 def _basic_resnet(layers: list[int], width: int) -> nn.Module:
     """A torchvision ``ResNet`` of BasicBlocks whose stages have ``width * (1, 2, 4, 8)``
     channels (``width=64`` is the standard network, same parameter names)."""
-    from torchvision.models.resnet import BasicBlock, ResNet
-
     net = ResNet(BasicBlock, layers)
     if width == 64:
         return net
@@ -176,8 +179,6 @@ def open_clip_model_config(model: str) -> dict:
     """
     open_clip = _import_open_clip(f"open_clip:{model}")
     if model.endswith(".json"):
-        import json
-
         path = os.path.expanduser(model)
         try:
             with open(path, encoding="utf-8") as fh:
@@ -203,8 +204,6 @@ def open_clip_model_config(model: str) -> dict:
 
 def _load_open_clip_visual(visual: nn.Module, state: dict, path, name: str) -> None:
     """Load a visual tower's state dict, interpolating position embeddings made at another size."""
-    from types import SimpleNamespace
-
     from open_clip.model import resize_pos_embed
 
     if "positional_embedding" in state:
@@ -290,8 +289,6 @@ def build_backbone(name: str, *, weights: str | None = "none", image_size: int =
         return _open_clip_backbone(name, weights, image_size)
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES} or 'open_clip:<model>'")
-    import torchvision.models as tvm
-
     if width != 64 and name not in _BASIC_LAYERS:
         raise ValueError(f"width={width} is only supported by {sorted(_BASIC_LAYERS)}, not {name!r}")
     if width <= 0 or width % 8:
@@ -304,8 +301,6 @@ def build_backbone(name: str, *, weights: str | None = "none", image_size: int =
         return ResNetBackbone(net)
     if name in _VIT_SMALL:
         patch, layers, heads, hidden, mlp = _VIT_SMALL[name]
-        from torchvision.models.vision_transformer import VisionTransformer
-
         net = VisionTransformer(image_size, patch, layers, heads, hidden, mlp)
     else:
         net = getattr(tvm, name)(weights=None, image_size=image_size)

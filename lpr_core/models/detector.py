@@ -19,8 +19,21 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
+from torchvision.models import detection
+from torchvision.models.detection import FCOS, FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import box_iou
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
 
+from lpr_core.data.datasets import sample_frame_positions
 from lpr_core.data.transforms import crop_box, union_box
+from lpr_core.ids import make_frame_id
+from lpr_core.models.backbone import basic_resnet
 from lpr_core.models.weights import load_state_dict_file, resolve_weights
 
 __all__ = [
@@ -108,8 +121,6 @@ class DetectorConfig:
 
 def build_detector(config: DetectorConfig) -> nn.Module:
     """Build the one-class ("product") detector, loading local weights when configured."""
-    from torchvision.models import detection
-
     kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None, "num_classes": 2}
     if config.arch.startswith("ssd"):
         kwargs["detections_per_img"] = config.detections_per_image
@@ -129,8 +140,6 @@ def build_detector(config: DetectorConfig) -> nn.Module:
     slim = config.arch.endswith("_resnet18_fpn")  # built with its box head at box_head_dim already
     model = _build_resnet18_fpn(config, kwargs) if slim else getattr(detection, config.arch)(**kwargs)
     if config.arch.startswith("fasterrcnn") and config.box_head_dim != 1024 and not slim:
-        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-
         in_features = model.roi_heads.box_head.fc6.in_features
         model.roi_heads.box_head = TwoMLPHead(in_features, config.box_head_dim)
         model.roi_heads.box_predictor = FastRCNNPredictor(config.box_head_dim, 2)
@@ -147,13 +156,6 @@ def _build_resnet18_fpn(config: DetectorConfig, kwargs: dict[str, Any]) -> nn.Mo
     """FCOS or Faster R-CNN (torchvision) on the project's ResNet-18 of ``backbone_width`` with
     an FPN of ``fpn_channels`` over its last three stages. Anchor sizes suit frames whose
     smaller side is ~100-300 px (FCOS: one point per location and level, P3-P7)."""
-    from torchvision.models.detection import FCOS, FasterRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
-    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
-
-    from lpr_core.models.backbone import basic_resnet
-
     w, ch = config.backbone_width, config.fpn_channels
     body = basic_resnet("resnet18", w)
     fcos = config.arch.startswith("fcos")
@@ -276,8 +278,6 @@ def detection_map(preds: list[dict[str, torch.Tensor]], targets: list[dict[str, 
         ``{prefix}map_50`` (mAP@0.5), ``{prefix}map`` (mAP@[.5:.95]), ``{prefix}map_75``,
         ``{prefix}mar_10``.
     """
-    from torchmetrics.detection import MeanAveragePrecision
-
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend=coco_backend())
     metric.update(preds, targets)
     result = metric.compute()
@@ -324,12 +324,6 @@ def query_frame_boxes(
     Returns:
         ``(clip_id, frame_index) -> [box]`` in downloaded pixels.
     """
-    from torchvision.transforms.v2 import functional as TF
-    from tqdm.auto import tqdm
-
-    from lpr_core.data.datasets import sample_frame_positions
-    from lpr_core.ids import make_frame_id
-
     keys = []
     for clip_id in clip_ids:
         available = frames.clip_frames(clip_id)
@@ -364,8 +358,6 @@ def top_box_hit_rate(
     box :func:`detect` crops with ``crop_mode: top``) overlaps a ground-truth box with IoU at
     least ``iou``. A frame without such a detection counts as a miss; 0.0 for no frames.
     """
-    from torchvision.ops import box_iou
-
     hits = 0
     for pred, target in zip(preds, targets, strict=True):
         box, _ = select_box(pred["boxes"], pred["scores"], score_threshold, "top")
@@ -387,8 +379,6 @@ def evaluate_detector(
         ``{prefix}mar_10`` (recall with 10 detections) and ``{prefix}top_box_iou50``
         (:func:`top_box_hit_rate` at ``score_threshold``).
     """
-    from tqdm.auto import tqdm
-
     coco_backend()  # fail before the forward passes when no backend is installed
     device = torch.device(device)
     was_training = model.training

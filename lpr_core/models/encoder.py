@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from lpr_core.models.aggregator import AGGREGATORS, TemporalAggregator
 from lpr_core.models.backbone import build_backbone
@@ -261,8 +262,6 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
 
 @torch.no_grad()
 def _embed_loader(fn, loader, device: torch.device, amp: bool) -> np.ndarray:
-    from tqdm.auto import tqdm
-
     chunks = []
     for batch in tqdm(loader, desc="embed", leave=False, disable=None):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

@@ -23,8 +23,15 @@ the cache is and how to fill it; nothing waits on the network.
 from __future__ import annotations
 
 import os
+import socket
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import torch
+from torchvision.models import get_model_weights
 
 __all__ = [
     "WeightsNotFoundError",
@@ -46,17 +53,11 @@ class WeightsNotFoundError(FileNotFoundError):
 
 def hub_checkpoint_dirs() -> list[Path]:
     """Directories searched for named checkpoints: the torch hub cache's ``checkpoints``."""
-    import torch
-
     return [Path(torch.hub.get_dir()) / "checkpoints"]
 
 
 def _torchvision_file_names(arch: str, name: str) -> list[str]:
     """File names a torchvision weights name of ``arch`` would be cached under."""
-    try:
-        from torchvision.models import get_model_weights
-    except ImportError:  # pragma: no cover - torchvision is a dependency
-        return []
     try:
         enum = get_model_weights(arch)
     except (ValueError, KeyError):
@@ -107,8 +108,6 @@ def resolve_weights(spec: str | None, arch: str) -> Path | None:
 
 def load_state_dict_file(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint file into a flat state dict (``module.`` prefixes stripped)."""
-    import torch
-
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
@@ -155,9 +154,6 @@ def _hub_endpoint() -> str:
 
 def _reachable(url: str, timeout: float) -> str | None:
     """None when a TCP connection to ``url``'s host opens within ``timeout`` s, else the reason."""
-    import socket
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
@@ -251,21 +247,15 @@ def resolve_open_clip_weights(spec: str | None, model_name: str) -> tuple[Path |
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, Any], bool]:
     """A checkpoint file's tensors and whether it was a TorchScript archive (OpenAI's CLIP files)."""
-    import torch
-
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu"), False
-    import zipfile
-
     scripted = False
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             scripted = any(n.endswith("constants.pkl") for n in zf.namelist())
     if scripted:
-        import warnings
-
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; the release is TorchScript

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from lpr_core.data.download import DownloadError, DownloadParams, format_summary
 from lpr_core.data.download_state import download_resumable
-from lpr_core.data.manifest import ManifestError
+from lpr_core.data.manifest import REFUSAL_REASONS, ManifestError
 from lpr_core.formats.report import FormatError
 from lpr_core.ids import InvalidIdError
 from lpr_core.runner import StageContext, parse_args, run_stage
@@ -52,8 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def summary_metrics(summary: dict) -> dict[str, float]:
     """Flat numeric metrics of a download summary: per list total, success rate, recovered, failed,
     and of the failed, those the fetch guard refused (in all and per reason)."""
-    from lpr_core.data.manifest import REFUSAL_REASONS
-
     metrics: dict[str, float] = {}
     for name, s in summary.get("lists", {}).items():
         if "total" not in s:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lpr_core.synth.families import DEFAULT_FAMILY, FAMILIES
+from lpr_core.synth.preview import make_contact_sheet
+from lpr_core.synth.world import DEFAULT_URL_PREFIX, SIZES, WorldExistsError, generate_world
+
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``lpr synth``."""
-    from lpr_core.synth.families import DEFAULT_FAMILY, FAMILIES
-    from lpr_core.synth.world import DEFAULT_URL_PREFIX, SIZES
-
     parser.add_argument("--out", required=True, help="world directory to write")
     parser.add_argument("--size", choices=list(SIZES), default="demo", help="world size (default demo)")
     parser.add_argument("--family", choices=list(FAMILIES), default=DEFAULT_FAMILY,
@@ -30,8 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the world and print its counts."""
-    from lpr_core.synth.world import WorldExistsError, generate_world
-
     try:
         summary = generate_world(args.out, size=args.size, seed=args.seed, url_prefix=args.url_prefix,
                                  family=args.family, workers=args.workers, overwrite=args.overwrite,
@@ -44,7 +43,5 @@ def run(args: argparse.Namespace) -> int:
     for key, value in summary.counts.items():
         print(f"  {key:20s} {value}")
     if args.preview:
-        from lpr_core.synth.preview import make_contact_sheet
-
         print(f"preview: {make_contact_sheet(summary.out_dir, args.preview)}")
     return 0

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from PIL import Image, ImageDraw
+
 from lpr_core import ids
+from lpr_core.formats.discovery import find_one
 from lpr_core.synth.layout import source_path
 
 __all__ = ["make_contact_sheet"]
 
 
 def _one(world: Path, kind: str) -> Path:
-    from lpr_core.formats.discovery import find_one
-
     return find_one(world, kind)
 
 
@@ -31,8 +32,6 @@ def make_contact_sheet(world_dir: str | Path, out_png: str | Path, n_clips: int 
     Returns:
         The PNG's path.
     """
-    from PIL import Image, ImageDraw
-
     world = Path(world_dir)
     gt = json.loads(_one(world, "test_gt_images").read_text())
     boxes = json.loads(_one(world, "test_frame_boxes").read_text())

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from lpr_core.synth.faults import ALL_KINDS, FaultKind, corrupt_bytes, fault_for, truncate_jpeg
 from lpr_core.synth.layout import SOURCE_DIR, source_path
+from lpr_core.synth.world import set_url_prefix
 
 __all__ = [
     "ImageServer",
@@ -287,8 +288,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         if args.rewrite_urls:
-            from lpr_core.synth.world import set_url_prefix
-
             n = set_url_prefix(args.world, server.url_prefix)
             print(f"rewrote {n} URLs to {server.url_prefix}", flush=True)
         print(f"serving {args.world} at {server.url_prefix} (fault rate {server.fault_rate:g}, seed {server.seed}); "

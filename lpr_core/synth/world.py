@@ -33,18 +33,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from lpr_core import ids
 from lpr_core.formats import writers
+from lpr_core.formats.discovery import find_lpr4m_files
 from lpr_core.formats.records import VideoInfoRow
 from lpr_core.formats.schema import FILE_PATTERNS, URL_LISTS
 from lpr_core.synth.families import DEFAULT_FAMILY, FAMILIES, WorldFamily, family_of
@@ -413,8 +417,6 @@ def _default_workers(n_frames: int) -> int:
 
 
 def _render_all(lives: list[Livestream], root: Path, workers: int, progress: bool) -> dict[str, list]:
-    from tqdm import tqdm
-
     tasks = list(_tasks(lives, root))
     total = sum(len(t.items) if isinstance(t, _GalleryTask) else sum(len(p.frame_ids) for p in t.plans) for t in tasks)
     boxes: dict[str, list] = {}
@@ -425,9 +427,6 @@ def _render_all(lives: list[Livestream], root: Path, workers: int, progress: boo
                 boxes.update(res)
                 bar.update(n)
         else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
             # spawn: no fork of a parent that may run threads (servers, test harnesses)
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
                 futures = [ex.submit(_run_task, t) for t in tasks]
@@ -676,8 +675,6 @@ def set_url_prefix(world_dir: str | Path, prefix: str) -> int:
         ValueError: on a malformed prefix, a missing URL file, two candidates for one, or a
             malformed URL (naming the file and line).
     """
-    from lpr_core.formats.discovery import find_lpr4m_files
-
     _check_prefix(prefix)
     world_dir = Path(world_dir)
     found = find_lpr4m_files(world_dir)

@@ -21,6 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lpr_core.children import child_group, run_in_group, terminate_raises
+from lpr_core.config import ConfigError, load_section
+from lpr_core.dvcgraph import load_stages
+from lpr_core.tracking import lineage
+from lpr_core.tracking.gate import GateConfig
+
 PROMOTE_SECTION = "promote"
 
 
@@ -37,16 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_gate(params: Path):
     """The gate configuration from the ``promote`` section."""
-    from lpr_core.config import load_section
-    from lpr_core.tracking.gate import GateConfig
-
     return load_section(GateConfig, PROMOTE_SECTION, params)
 
 
 def _stage_cmd(stage: str, overrides: dict[str, str]) -> list[str]:
     """The stage's command line from dvc.yaml with some ``--flag value`` pairs replaced."""
-    from lpr_core.dvcgraph import load_stages
-
     cmd = next(s.cmd for s in load_stages("dvc.yaml") if s.name == stage)
     argv = shlex.split(cmd)
     for flag, value in overrides.items():
@@ -67,7 +68,6 @@ def stage_rescorer(cfg):
     """
     import mlflow
 
-    from lpr_core.children import run_in_group
     from lpr_core.tracking import registry
     from lpr_core.tracking.model import DETECTOR_FILE, ENCODER_FILE
 
@@ -126,8 +126,6 @@ def read_candidate(candidate_dir: Path) -> dict:
 
 
 def _lineage(run_id: str | None = None) -> dict[str, str | None]:
-    from lpr_core.tracking import lineage
-
     lock = Path("dvc.lock")
     return {
         "lpr.git_commit": lineage.git_commit("."),
@@ -183,8 +181,6 @@ def _promote(args: argparse.Namespace, cfg) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``lpr promote``."""
-    from lpr_core.children import terminate_raises
-    from lpr_core.config import ConfigError
     from lpr_core.tracking import registry
     from lpr_core.tracking.lock import LockError
     from lpr_core.tracking.run import configure
@@ -211,8 +207,6 @@ def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_rollback(args: argparse.Namespace) -> int:
     """Entry point of ``lpr rollback``."""
-    from lpr_core.children import terminate_raises
-    from lpr_core.config import ConfigError
     from lpr_core.tracking import registry
     from lpr_core.tracking.lock import LockError
     from lpr_core.tracking.run import configure
@@ -245,8 +239,6 @@ def run_ui(args: argparse.Namespace) -> int:
            "--port", str(args.port)]
     if uri.startswith("sqlite:///"):
         cmd += ["--default-artifact-root", (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()]
-    from lpr_core.children import child_group
-
     # the server and its workers run in their own process group, stopped with this command:
     # Ctrl-C or SIGTERM to `lpr ui` leaves nothing behind
     try:

@@ -9,6 +9,9 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import psutil
+import yaml
+
 PIPELINE_RUN_ENV = "LPR_PIPELINE_RUN_ID"
 
 
@@ -30,10 +33,6 @@ def pipeline_run_id() -> str:
 
 
 def _dvc_ancestor() -> tuple[int, float] | None:
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil is in the lock
-        return None
     try:
         proc = psutil.Process().parent()
         for _ in range(6):
@@ -69,8 +68,6 @@ def git_commit(root: str | Path = ".") -> str | None:
 
 def dvc_lock_stage(lock_path: str | Path, stage: str) -> dict | None:
     """The entry of ``stage`` in ``dvc.lock``, or None when the lock or the stage is absent."""
-    import yaml
-
     path = Path(lock_path)
     if not path.exists():
         return None

@@ -42,6 +42,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from filelock import FileLock, Timeout
+from mlflow.exceptions import MlflowException
+from sqlalchemy.engine import make_url
+
 log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".promotion-lock"
@@ -129,8 +133,6 @@ class RegistryLock:
                 raise
 
     def _take_ticket(self) -> int:
-        from mlflow.exceptions import MlflowException
-
         tags = {TAG_HOLDER: self.token, TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()),
                 TAG_PURPOSE: self.purpose, TAG_TTL: f"{self.ttl_s:g}", TAG_BEAT: "0", TAG_BEAT_TIME: _now_iso()}
         for attempt in range(8):
@@ -297,8 +299,6 @@ def database_lock(tracking_uri: str, model_name: str, wait_s: float) -> Iterator
     """
     kind = database_kind(tracking_uri)
     if kind == "sqlite":
-        from filelock import FileLock, Timeout
-
         # keyed by the database file, in the temporary directory: sqlite lives on one machine, and
         # the project's checkout stays clean
         path = os.path.realpath(tracking_uri.split(":///", 1)[1]) if ":///" in tracking_uri else tracking_uri
@@ -312,8 +312,6 @@ def database_lock(tracking_uri: str, model_name: str, wait_s: float) -> Iterator
         return
     if kind in ("postgresql", "postgres"):
         import psycopg2
-        from sqlalchemy.engine import make_url
-
         url = make_url(tracking_uri)
         conn = psycopg2.connect(host=url.host, port=url.port, user=url.username, password=url.password,
                                 dbname=url.database, **{k: v for k, v in url.query.items() if isinstance(v, str)})

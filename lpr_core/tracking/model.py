@@ -29,11 +29,24 @@ import math
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+from mlflow.types.schema import Array
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from lpr_core.data.datasets import GalleryImageDataset, QueryClipDataset
+from lpr_core.data.transforms import build_eval_transform
+from lpr_core.ids import make_frame_id
+from lpr_core.models.detector import load_detector, query_frame_boxes
+from lpr_core.models.encoder import embed_clips, embed_images, load_encoder
 
 ENCODER_FILE = "encoder.pt"
 DETECTOR_FILE = "detector.pt"
@@ -65,8 +78,6 @@ def model_checksum(encoder_file: str | Path, detector_file: str | Path | None = 
 
 def decode_jpeg(text: Any, where: str):
     """A PIL RGB image from base64 text (or raw bytes), or :class:`RequestError` naming ``where``."""
-    from PIL import Image
-
     if isinstance(text, bytes | bytearray):
         data = bytes(text)
     elif isinstance(text, str):
@@ -94,8 +105,6 @@ class _RequestImages:
         self._images[key] = image
 
     def add_clip(self, clip_id: str, frames: Sequence[Any]) -> None:
-        from lpr_core.ids import make_frame_id
-
         for i, frame in enumerate(frames):
             self._images[make_frame_id(clip_id, i)] = frame
         self._clips[clip_id] = list(range(len(frames)))
@@ -124,9 +133,6 @@ class LprRetrievalModel(mlflow.pyfunc.PythonModel):
     batch_size = 32
 
     def load_context(self, context: Any) -> None:
-        from lpr_core.data.transforms import build_eval_transform
-        from lpr_core.models.encoder import load_encoder
-
         self.model = load_encoder(context.artifacts["encoder"]).eval()
         self.transform = build_eval_transform(self.model.config.image_size, mean=self.model.mean, std=self.model.std)
         serving = context.artifacts.get("serving")
@@ -134,24 +140,15 @@ class LprRetrievalModel(mlflow.pyfunc.PythonModel):
         self.num_frames = int(self.settings.get("num_frames") or self.model.config.num_frames)
         self.detector = None
         if self.settings.get("crops") == "detector" and context.artifacts.get("detector"):
-            from lpr_core.models.detector import load_detector
-
             self.detector, det_cfg = load_detector(context.artifacts["detector"])
             self.detector_threshold = float(self.settings.get("score_threshold") or det_cfg.score_threshold)
             self.detector_mode = det_cfg.crop_mode
 
     def _loader(self, dataset):
-        from torch.utils.data import DataLoader
-
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
 
     def embed_images(self, images: Sequence[Any]):
         """``(n, d)`` embeddings of PIL shop images, as ``index_gallery`` computes them."""
-        import numpy as np
-
-        from lpr_core.data.datasets import GalleryImageDataset
-        from lpr_core.models.encoder import embed_images
-
         source = _RequestImages()
         keys = [str(i) for i in range(len(images))]
         for key, image in zip(keys, images):
@@ -163,11 +160,6 @@ class LprRetrievalModel(mlflow.pyfunc.PythonModel):
 
     def embed_clips(self, clips: Sequence[Sequence[Any]]):
         """``(n, d)`` embeddings of query clips (lists of PIL frames), as ``evaluate`` computes them."""
-        import numpy as np
-
-        from lpr_core.data.datasets import QueryClipDataset
-        from lpr_core.models.encoder import embed_clips
-
         source = _RequestImages()
         clip_ids = [f"{uuid.UUID(int=i)}-0-0" for i in range(len(clips))]
         for clip_id, frames in zip(clip_ids, clips):
@@ -176,8 +168,6 @@ class LprRetrievalModel(mlflow.pyfunc.PythonModel):
             return np.zeros((0, self.model.config.embed_dim), np.float32)
         boxes = None
         if self.detector is not None:
-            from lpr_core.models.detector import query_frame_boxes
-
             boxes = query_frame_boxes(self.detector, clip_ids, source, num_frames=self.num_frames,
                                       score_threshold=self.detector_threshold, mode=self.detector_mode)
         dataset = QueryClipDataset(clip_ids, source, num_frames=self.num_frames, transform=self.transform,
@@ -189,8 +179,6 @@ class LprRetrievalModel(mlflow.pyfunc.PythonModel):
 
         (The DataFrame hint tells MLflow to check requests against the signature, not the hint.)
         """
-        import numpy as np
-
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
         images, clips, kinds = [], [], []
         for i, row in enumerate(rows):
@@ -218,11 +206,6 @@ class LprRetrievalModel(mlflow.pyfunc.PythonModel):
 def signature(dim: int):
     """Input: optional ``image`` (base64 JPEG) and ``frames`` (list of base64 JPEGs) columns, one of
     them per row; output: a ``[-1, dim]`` float32 tensor of L2-normalised embeddings."""
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
-    from mlflow.types.schema import Array
-
     return ModelSignature(
         inputs=Schema([ColSpec(DataType.string, IMAGE_COLUMN, required=False),
                        ColSpec(Array(DataType.string), FRAMES_COLUMN, required=False)]),
@@ -239,8 +222,6 @@ def encode_jpeg(image: Any, quality: int = 90) -> str:
 
 def input_example() -> pd.DataFrame:
     """One gallery image and one two-frame query clip (tiny JPEGs), as a request DataFrame."""
-    from PIL import Image
-
     shop = encode_jpeg(Image.new("RGB", (48, 48), (200, 40, 40)))
     frames = [encode_jpeg(Image.new("RGB", (64, 48), (40, 40 + 60 * i, 200))) for i in range(2)]
     return pd.DataFrame([{IMAGE_COLUMN: shop, FRAMES_COLUMN: None}, {IMAGE_COLUMN: None, FRAMES_COLUMN: frames}])
@@ -248,8 +229,6 @@ def input_example() -> pd.DataFrame:
 
 def pip_requirements(backbone: str = "") -> list[str]:
     """The model's requirements, pinned to this environment (``lpr_core`` itself comes with the image)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     names = ["mlflow", "torch", "torchvision", "numpy", "pandas", "pillow"]
     if backbone.startswith("open_clip"):
         names.append("open_clip_torch")
@@ -277,8 +256,6 @@ def log_retrieval_model(encoder_dir: str | Path, detector_dir: str | Path | None
     Returns:
         The logged model's URI (``models:/m-...``).
     """
-    from lpr_core.models.encoder import load_encoder
-
     encoder_file = Path(encoder_dir) / ENCODER_FILE
     artifacts = {"encoder": str(encoder_file)}
     if detector_dir is not None and (Path(detector_dir) / DETECTOR_FILE).exists():

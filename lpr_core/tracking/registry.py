@@ -19,6 +19,10 @@ import math
 import time
 from collections.abc import Callable, Mapping
 
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
 from lpr_core.tracking.gate import Decision, GateConfig, Scores, decide
 from lpr_core.tracking.lock import promotion_lock
 
@@ -37,8 +41,6 @@ class RegistryError(RuntimeError):
 
 
 def _client(tracking_uri: str | None = None):
-    from mlflow.tracking import MlflowClient
-
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
@@ -56,8 +58,6 @@ def register_candidate(model_uri: str, metrics: Mapping[str, float], data_versio
                        validation_passed: bool, *, cfg: GateConfig = GateConfig(), run_id: str | None = None,
                        extra_tags: Mapping[str, object] | None = None, tracking_uri: str | None = None) -> str:
     """Register ``model_uri`` as a new version of ``cfg.model_name``, tagged with its scores; return the version."""
-    from mlflow.exceptions import MlflowException
-
     client = _client(tracking_uri)
     try:
         client.get_registered_model(cfg.model_name)
@@ -101,8 +101,6 @@ def _number(value: object) -> float:
 
 def alias_version(alias: str, cfg: GateConfig = GateConfig(), tracking_uri: str | None = None) -> str | None:
     """The version an alias points at, or None."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return str(_client(tracking_uri).get_model_version_by_alias(cfg.model_name, alias).version)
     except MlflowException:
@@ -118,8 +116,6 @@ def _history(client, cfg: GateConfig) -> list[str]:
 
 
 def _uri(tracking_uri: str | None) -> str:
-    import mlflow
-
     return tracking_uri or mlflow.get_tracking_uri()
 
 

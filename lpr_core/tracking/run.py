@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
+
 from lpr_core.tracking import lineage
 
 EXPERIMENT_ENV = "LPR_MLFLOW_EXPERIMENT"
@@ -46,8 +48,6 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def configure(project_root: str | Path = ".", experiment: str | None = None) -> str:
     """Point MLflow at the project's store and experiment; return the experiment id."""
-    import mlflow
-
     mlflow.set_tracking_uri(tracking_uri(project_root))
     name = experiment or os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
     exp = mlflow.get_experiment_by_name(name)
@@ -74,15 +74,11 @@ class StageRun:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log numeric metrics (``split/metric`` names), optionally at a training step."""
-        import mlflow
-
         clean = {k: float(v) for k, v in metrics.items() if v is not None}
         mlflow.log_metrics(clean, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file or a directory as run artifacts (missing paths are skipped)."""
-        import mlflow
-
         path = Path(path)
         if path.is_dir():
             mlflow.log_artifacts(str(path), artifact_path=artifact_path)
@@ -91,8 +87,6 @@ class StageRun:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set string tags on the run."""
-        import mlflow
-
         mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
 
 
@@ -133,8 +127,6 @@ def stage_run(
 
     The run ends FINISHED, or FAILED when the body raises (the exception propagates).
     """
-    import mlflow
-
     experiment_id = configure(project_root)
     all_tags = {**lineage_tags(stage, project_root), **{k: str(v) for k, v in (tags or {}).items()}}
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=all_tags) as run:

@@ -33,6 +33,8 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
 
 from lpr_core.data.datasets import build_dataloader
 from lpr_core.data.samplers import ResumableSampler
@@ -157,8 +159,6 @@ def fit(
             a dataset smaller than one batch per rank; a non-finite loss (with its step); ranks
             that read different checkpoints (a state location not every machine sees).
     """
-    from tqdm.auto import tqdm
-
     env = env or DistEnv.current()
     device = resolve_device(config.device, env)
     dtype = amp_dtype(config.amp, device)
@@ -225,8 +225,6 @@ def fit(
 
     model: nn.Module = raw_model
     if env.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile and device.type == "cuda":
         model = torch.compile(model)

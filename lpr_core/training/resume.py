@@ -44,7 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch.distributed as dist
+
+from lpr_core.runtime_params import result_bearing, runtime_settings
 from lpr_core.state import StageState, fingerprint, open_state
+from lpr_core.training.checkpoint import CheckpointStore
 
 if TYPE_CHECKING:
     from lpr_core.training.checkpoint import CheckpointStore
@@ -226,8 +230,6 @@ class TrainingRun:
     @property
     def checkpoints(self) -> CheckpointStore:
         """The run's checkpoint store (saved by rank 0, read by every rank)."""
-        from lpr_core.training.checkpoint import CheckpointStore
-
         return CheckpointStore(self.state.local, self.state)
 
     def finish(self) -> None:
@@ -257,8 +259,6 @@ def prepare_run(stage: str, params: Any, inputs: Mapping[str, str | Path] | Iter
         mode: ``auto`` or ``never``.
         root: the state root (default ``$LPR_STATE_URL``, else ``.lpr/state``).
     """
-    from lpr_core.runtime_params import result_bearing, runtime_settings
-
     box: list[Any] = [None]
     if env.is_main:
         identity = RunIdentity(stage, fingerprint(inputs), _plain(result_bearing(params)), env.world_size,
@@ -281,8 +281,6 @@ def prepare_run(stage: str, params: Any, inputs: Mapping[str, str | Path] | Iter
         state.write_latest({**identity.to_json(), "key": state.key})
         box = [(decision, identity, state)]
     if env.distributed:
-        import torch.distributed as dist
-
         dist.broadcast_object_list(box, src=0)
     decision, identity, state = box[0]
     return TrainingRun(decision, identity, state)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
+
+from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = ["warmup_cosine", "build_scheduler"]
 
@@ -19,9 +22,5 @@ def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio:
 
 def build_scheduler(optimizer, *, warmup_steps: int, max_steps: int, min_lr_ratio: float):
     """A ``LambdaLR`` stepping :func:`warmup_cosine` once per optimizer step."""
-    import functools
-
-    from torch.optim.lr_scheduler import LambdaLR
-
     fn = functools.partial(warmup_cosine, warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio)
     return LambdaLR(optimizer, fn)

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import nn
 
@@ -215,10 +218,6 @@ def encoder_eval_transform(params: TrainEncoderParams, model: RiceModel):
 def split_frame_boxes(frame_boxes, val_fraction: float, seed: int = 0):
     """Split a ``FRAME_BOXES_SCHEMA`` table by clip into (train, val) tables; clips are assigned
     by a seeded shuffle, so every frame of a clip lands on one side."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     clip_ids = sorted(set(frame_boxes.column("clip_id").to_pylist()))
     order = np.random.default_rng(seed).permutation(len(clip_ids))
     n_val = int(round(val_fraction * len(clip_ids)))

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from PIL import Image
+from tqdm.auto import tqdm
 
 __all__ = ["decode_error", "decode_files", "select_sample", "decode_sample", "DECODE_COLUMNS"]
 
@@ -31,8 +33,6 @@ _OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # "<_io.BytesIO object
 
 def decode_error(data: bytes) -> str:
     """Why ``data`` is not a decodable image ("" when it is)."""
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.verify()
@@ -102,8 +102,6 @@ def decode_files(
         min_parallel: below this many items decoding stays in this process.
         progress: show a progress bar.
     """
-    from tqdm.auto import tqdm
-
     n = len(paths)
     members = list(members) if members is not None else [None] * n
     if len(members) != n:

@@ -15,6 +15,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
 from lpr_core.formats.readers import SCHEMAS, read_kind
@@ -135,8 +136,6 @@ def _read_annotations(
 
 
 def _read_manifest(path: Path, info: SourceInfo) -> pa.Table | None:
-    import pyarrow.parquet as pq
-
     if not path.is_file():
         return None
     info.files = [str(path)]

@@ -33,6 +33,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lpr_core.validation.suites import build_suites
+from lpr_core.validation.tables import TABLE_NAMES
+
 __all__ = [
     "DATASOURCE",
     "BATCH_DEFINITION",
@@ -120,8 +123,6 @@ def project_drift(context, *, fix: bool = False) -> list[str]:
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.exceptions import DataContextError
 
-    from lpr_core.validation.suites import build_suites
-    from lpr_core.validation.tables import TABLE_NAMES
 
     check_only = not fix
     changes: list[str] = []

@@ -7,6 +7,7 @@ returns a :class:`ValidationOutcome`. It writes nothing else and never touches i
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,17 @@ from typing import Any
 
 import pandas as pd
 
+from lpr_core.validation.images import decode_sample
+from lpr_core.validation.inputs import load_inputs
 from lpr_core.validation.params import ValidateParams
+from lpr_core.validation.project import (
+    ProjectDriftError,
+    data_docs_dir,
+    open_context,
+    project_drift,
+    run_checkpoint,
+)
+from lpr_core.validation.tables import build_tables
 
 __all__ = [
     "FAILING_COLUMNS",
@@ -277,8 +288,6 @@ def format_summary(outcome: ValidationOutcome, *, max_ids: int = 5, out_dir: str
 
 def _cpu() -> float:
     """CPU seconds of this process and its finished workers."""
-    import resource
-
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
@@ -306,17 +315,6 @@ def validate(
         InputError: an input directory is missing.
         ProjectDriftError: the GX project differs from the code.
     """
-    from lpr_core.validation.images import decode_sample
-    from lpr_core.validation.inputs import load_inputs
-    from lpr_core.validation.project import (
-        ProjectDriftError,
-        data_docs_dir,
-        open_context,
-        project_drift,
-        run_checkpoint,
-    )
-    from lpr_core.validation.tables import build_tables
-
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
     opened: list = []

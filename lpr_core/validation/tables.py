@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lpr_core.data.boxes import clip_to_frame
+from lpr_core.data.boxes import clip_to_frame, keep_ratio_size
+from lpr_core.formats.readers import SCHEMAS
 from lpr_core.formats.schema import URL_LISTS
 from lpr_core.validation.inputs import MANIFESTS, ValidationInputs
 from lpr_core.validation.params import ValidateParams
@@ -127,8 +128,6 @@ def keep_ratio_ok(
     Returns:
         A boolean array of shape ``(n,)``.
     """
-    from lpr_core.data.boxes import keep_ratio_size
-
     w, h = np.asarray(width, dtype=np.float64), np.asarray(height, dtype=np.float64)
     ow, oh = np.asarray(original_width, dtype=np.float64), np.asarray(original_height, dtype=np.float64)
     ok = _positive(w, h, ow, oh)
@@ -202,8 +201,6 @@ def _lookup(keys_table: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def _files_table(inputs: ValidationInputs, manifests: dict, params: ValidateParams) -> pd.DataFrame:
-    from lpr_core.formats.readers import SCHEMAS
-
     rows = []
     for name, info in inputs.sources.items():
         row = {
