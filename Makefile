@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 KFP_VENV := .venv-kfp
 
-.PHONY: env kfp-env kfp demo airflow test test-fast lint lock clean-env
+.PHONY: env kfp-env kfp demo airflow test test-slow test-fast lint lock clean-env
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	@echo ">> building $(VENV) from requirements/lock.txt (first time: ~5 minutes)"
@@ -40,8 +40,16 @@ demo: env
 airflow: env
 	dags/standalone.sh
 
+# The test suite: everything but `slow` and `gpu` tests, on TEST_WORKERS processes (pytest-xdist;
+# a module's tests stay on one worker, so its built worlds and servers are built once).
+TEST_WORKERS ?= 2
 test: env kfp-env
-	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not gpu and not slow" -n $(TEST_WORKERS) --dist loadscope --timeout 300 $(PYTEST_ARGS)
+
+# The slow tests: the real dvc.yaml end to end, the DAG on real stages, Airflow's server, kills
+# and resumes, Spark (about 20 minutes on 2 cores; CI runs them after `make test`).
+test-slow: env kfp-env
+	$(BIN)/python -m pytest -m "slow and not gpu" $(PYTEST_ARGS)
 
 test-fast: env
 	$(BIN)/python -m pytest -m "not gpu and not slow and not integration" $(PYTEST_ARGS)

@@ -1,8 +1,16 @@
 """Session-wide test settings: nothing a test runs may write to the project's own stores."""
 
 import os
+import sys
 
 import pytest
+
+# A pytest-xdist worker's ``__main__`` has neither ``__spec__`` nor ``__file__``, which
+# ``pyspark.sql.connect`` (imported by great-expectations) takes for a doctest run and answers with
+# ``sys.exit(0)``. Stages run as ``python -m`` never meet it; the workers get a file name.
+_main = sys.modules["__main__"]
+if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = sys.argv[0] or "pytest"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,6 +31,15 @@ def _isolated_tracking(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _own_state(tmp_path_factory, monkeypatch):
+    """Each test gets its own resumable-state folder: a download or a checkpoint another test left
+    behind must never be resumed by this one (a state key ignores runtime settings, so two tests of
+    the same world and params would otherwise share it). Fixtures of a wider scope use the
+    session's folder."""
+    monkeypatch.setenv("LPR_STATE_URL", str(tmp_path_factory.mktemp("lpr-state")))
 
 
 @pytest.fixture(autouse=True)
