@@ -7,10 +7,18 @@ import pytest
 
 # A pytest-xdist worker's ``__main__`` has neither ``__spec__`` nor ``__file__``, which
 # ``pyspark.sql.connect`` (imported by great-expectations) takes for a doctest run and answers with
-# ``sys.exit(0)``. Stages run as ``python -m`` never meet it; the workers get a file name.
+# ``sys.exit(0)``. Stages run as ``python -m`` never meet it. A worker imports great-expectations
+# once with a file name on ``__main__``, then takes the name away again (``multiprocessing``'s spawn
+# would run that file in every child).
 _main = sys.modules["__main__"]
-if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
-    _main.__file__ = sys.argv[0] or "pytest"
+if os.environ.get("PYTEST_XDIST_WORKER") and getattr(_main, "__spec__", None) is None \
+        and not hasattr(_main, "__file__"):
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    _main.__file__ = "pytest-xdist-worker"
+    try:
+        import great_expectations  # noqa: F401
+    finally:
+        del _main.__file__
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -288,7 +288,18 @@ def embed_request(image_path: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------- PostgreSQL
 
-PG_BIN = Path("/usr/local/bin")
+def _pg_bin() -> Path:
+    """Where PostgreSQL's server binaries are: ``initdb`` on ``PATH``, else Debian's
+    ``/usr/lib/postgresql/<version>/bin`` (the packages put only the client tools on ``PATH``)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return versions[-1].parent if versions else Path("/usr/lib/postgresql/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def postgres_available() -> bool:

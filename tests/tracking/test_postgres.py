@@ -24,7 +24,7 @@ from tests.tracking.helpers import (
     wait_for_file,
 )
 
-pytestmark = [pytest.mark.integration,
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries are not installed")]
 
 

@@ -26,7 +26,7 @@ from tests.tracking.helpers import (
     write_candidate,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def descendants(pid: int) -> list:

@@ -30,7 +30,7 @@ from tests.tracking.helpers import (
     write_candidate,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LIVE = str(uuid.UUID(int=7))
 CLIP = f"{LIVE}-1000-5000"

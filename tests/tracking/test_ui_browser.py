@@ -13,7 +13,7 @@ import pytest
 
 from tests.tracking.helpers import REPO, free_port, tracking_uri_restored
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _load_screens():
