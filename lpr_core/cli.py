@@ -3,13 +3,21 @@
 Each sub-command lives in its own module, which exposes ``add_arguments(parser)`` and
 ``run(args) -> int``. Modules are imported only when their command runs (``--help`` of a command
 imports just that module), so ``lpr --help`` stays fast: no torch, mlflow or dvc at import time.
+
+Logging is set up here, once, for whichever command runs (:mod:`lpr_core.logs`): messages on
+stderr, ``lpr -v COMMAND`` for debug messages, ``lpr -q COMMAND`` for warnings and errors only.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+
+from lpr_core.logs import add_verbosity_arguments, configured, verbosity
+
+log = logging.getLogger(__name__)
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lpr", description="LPR MLOps workflow: livestreaming product recognition.")
+    add_verbosity_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
@@ -45,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
-    try:
-        return int(module.run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with configured(verbosity(args)):
+        try:
+            return int(module.run(args) or 0)
+        except KeyboardInterrupt:
+            log.warning("interrupted")
+            return 130
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -27,6 +28,8 @@ from pathlib import Path
 from lpr_core.children import child_group, terminate_raises
 from lpr_core.dvcgraph import load_stages
 from lpr_core.synth import ImageServer, generate_world, set_url_prefix
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8765
 WORLD_DIR = Path("data/lpr4m")
@@ -258,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``lpr demo``."""
     root = args.root.resolve()
     if not (root / "dvc.yaml").exists():
-        print(f"lpr demo: no dvc.yaml in {root}; run it from the project root (or pass --root).", file=sys.stderr)
+        log.error("lpr demo: no dvc.yaml in %s; run it from the project root (or pass --root).", root)
         return 2
     report = DemoReport(pipeline_run_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
     # the stages' `python` must be this environment's, whether or not it is activated
@@ -286,10 +289,10 @@ def _run(args: argparse.Namespace, root: Path, report: DemoReport, env: dict[str
             run_promotion(root, env, report)
     except DemoError as exc:
         print("\n".join(summary_lines(root, report)))
-        print(f"\nlpr demo: {exc}", file=sys.stderr)
+        log.error("\nlpr demo: %s", exc)
         return exc.code
     except OSError as exc:
-        print(f"\nlpr demo: {exc.strerror or exc} ({exc.filename or ''}). Check free disk space and permissions.", file=sys.stderr)
+        log.error("\nlpr demo: %s (%s). Check free disk space and permissions.", exc.strerror or exc, exc.filename or "")
         return 1
     print("\n".join(summary_lines(root, report)))
     return 0

@@ -30,8 +30,8 @@ import dataclasses
 import importlib
 import io as _stringio
 import json
+import logging
 import shlex
-import sys
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -47,6 +47,8 @@ from ruamel.yaml.scalarstring import PlainScalarString
 
 from lpr_core import io
 from lpr_core.config import ConfigError, from_mapping
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SECTION_PARAMS",
@@ -528,7 +530,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"{args.params} (preset {args.preset})" if args.preset else str(args.params)
         changes = apply_overrides(args.params, overrides, write=not (args.check or args.dvc_args), where=where)
     except ConfigError as exc:
-        print(f"lpr params: {exc}", file=sys.stderr)
+        log.error("lpr params: %s", exc)
         return 2
     if args.dvc_args:
         print(" ".join(shlex.quote(a) for a in dvc_set_args(changes)))

@@ -9,8 +9,9 @@ rest, the same way for every stage:
 - the body runs inside the stage's MLflow run (:func:`lpr_core.tracking.run.stage_run`: the
   params section logged, the lineage tags set), on rank 0 only under ``torchrun`` (the other
   ranks run the body with no run: ``ctx.tracker`` is None there);
-- logging is set up for the process: ``<stage>: message`` on stderr (``<stage>: warning: ...``,
-  ``<stage>: error: ...``); library modules log through ``logging.getLogger(__name__)``;
+- logging is set up for the process (:func:`lpr_core.logs.configured`): ``<stage>: message`` on
+  stderr (``<stage>: warning: ...``, ``<stage>: error: ...``), ``-v``/``-q`` for more or fewer
+  messages; library modules log through ``logging.getLogger(__name__)``;
 - what the stage reports as its result (``ctx.report``) goes to stdout once the body succeeded;
 - bad input (a :class:`lpr_core.config.ConfigError`, a :class:`lpr_core.inputs.StageInputError`
   or an error type the stage names) is one line on stderr and the stage's error status (1 unless
@@ -43,7 +44,6 @@ import contextlib
 import logging
 import math
 import os
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +52,7 @@ from typing import Any
 from lpr_core.config import ConfigError, load_section, to_mapping
 from lpr_core.inputs import StageInputError
 from lpr_core.io import atomic_write_json
+from lpr_core.logs import add_verbosity_arguments, configured, verbosity
 from lpr_core.tracking.run import StageRun, stage_run
 
 __all__ = [
@@ -68,7 +69,6 @@ __all__ = [
 EXIT_OK = 0
 #: Unusable input or configuration (a stage may choose another status, e.g. ``validate``: 2).
 EXIT_BAD_INPUT = 1
-_HANDLER_NAME = "lpr-stage"
 
 
 @dataclass
@@ -123,7 +123,7 @@ def parse_args(
     add_arguments: Callable[[argparse.ArgumentParser], None],
     argv: list[str] | None = None,
 ) -> argparse.Namespace:
-    """Parse a stage's command line: its own options plus ``--params``.
+    """Parse a stage's command line: its own options plus ``--params`` and ``-v``/``-q``.
 
     Args:
         name: the stage (``python -m lpr_core.stages.<name>``).
@@ -139,57 +139,26 @@ def parse_args(
         "--params", default=Path("params.yaml"), type=Path,
         help=f"parameter file (its {name} section; default params.yaml)",
     )
+    add_verbosity_arguments(parser)
     return parser.parse_args(argv)
 
 
-class _StageFormatter(logging.Formatter):
-    """``<stage>: message``; warnings and errors say so (``<stage>: error: ...``)."""
-
-    def __init__(self, stage: str) -> None:
-        super().__init__()
-        self.stage = stage
-
-    def format(self, record: logging.LogRecord) -> str:
-        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
-        text = f"{self.stage}: {level}{record.getMessage()}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
-
-
-class _StderrHandler(logging.Handler):
-    """Writes to the ``sys.stderr`` of the moment (a redirect made after set-up is followed)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(self.format(record) + "\n")
-            sys.stderr.flush()
-        except Exception:  # logging must never raise
-            self.handleError(record)
-
-
 @contextlib.contextmanager
-def stage_logging(stage: str, level: int = logging.INFO) -> Iterator[logging.Logger]:
+def stage_logging(stage: str, verbose: int = 0) -> Iterator[logging.Logger]:
     """Send the ``lpr_core`` loggers to stderr as ``<stage>: message`` while the block runs.
 
-    The previous level and handlers of the ``lpr_core`` logger are restored afterwards (a stage
-    run in-process, e.g. by a test, leaves logging as it found it).
+    The ``lpr_core`` logger is restored afterwards (a stage run in-process, e.g. by a test, leaves
+    logging as it found it).
+
+    Args:
+        stage: the stage's name, put before every line.
+        verbose: the verbosity (:func:`lpr_core.logs.level_for`: 0 info, 1 debug, -1 warnings only).
 
     Yields:
         The stage's own logger (``lpr_core.stages.<stage>``).
     """
-    root = logging.getLogger("lpr_core")
-    handler = _StderrHandler()
-    handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(_StageFormatter(stage))
-    saved_level = root.level
-    root.addHandler(handler)
-    root.setLevel(level)
-    try:
+    with configured(verbose, prefix=stage):
         yield logging.getLogger(f"lpr_core.stages.{stage}")
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(saved_level)
 
 
 def is_main_rank() -> bool:
@@ -250,7 +219,8 @@ def run_stage(
     if (params is None) == (load is None):
         raise TypeError("run_stage needs exactly one of params= and load=")
     main = is_main_rank()
-    with stage_logging(name, logging.INFO if main else logging.WARNING) as log:
+    # ranks other than 0 of a torchrun job say only warnings and errors, whatever -v asks
+    with stage_logging(name, verbosity(args) if main else min(verbosity(args), -1)) as log:
         try:
             if check is not None:
                 check(args)

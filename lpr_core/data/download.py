@@ -54,6 +54,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -131,6 +132,9 @@ __all__ = [
     "format_summary",
     "orphan_guard",
 ]
+
+#: Where the messages go unless a caller passes its own ``log`` (the process's logging set-up decides).
+logger = logging.getLogger(__name__)
 
 #: The User-Agent img2dataset sends (the retry pass sends the same).
 USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Firefox/72.0"
@@ -393,7 +397,7 @@ def _check_distributor(name: str) -> None:
 
 
 def run_img2dataset(input_path: str | Path, folder: str | Path, n_urls: int, params: DownloadParams,
-                    log: Callable[[str], None] = print, workers: WorkerServer | None = None,
+                    log: Callable[[str], None] = logger.info, workers: WorkerServer | None = None,
                     spark: DownloadSpark | None = None) -> float:
     """Run img2dataset on one list unless all its shards are complete.
 
@@ -669,7 +673,7 @@ def retry_pass(
 
 
 def download_list(url_list: UrlList, out_root: str | Path, params: DownloadParams, *, progress: bool = True,
-                  log: Callable[[str], None] = print, workers: WorkerServer | None = None,
+                  log: Callable[[str], None] = logger.info, workers: WorkerServer | None = None,
                   spark: DownloadSpark | None = None) -> dict[str, Any]:
     """Download one URL list, retry its failures and write its manifest.
 
@@ -805,7 +809,7 @@ def orphan_guard() -> Iterator[str]:
 
 
 def download_all(urls_dir: str | Path, out_dir: str | Path, params: DownloadParams, *, progress: bool = True,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+                 log: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Download every URL list of ``urls_dir`` into ``out_dir`` (see the module docstring).
 
     Every list is read and validated before anything is downloaded; a missing list is skipped

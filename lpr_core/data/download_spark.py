@@ -26,6 +26,7 @@ same path (one machine) or through the same fsspec URL (a cluster: an object sto
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -35,6 +36,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["SparkSessionError", "resolve_master", "DownloadSpark"]
+
+#: Where the messages go unless a caller passes its own ``log`` (the process's logging set-up decides).
+logger = logging.getLogger(__name__)
 
 APP_NAME = "lpr-download"
 
@@ -101,7 +105,7 @@ class DownloadSpark:
         environ: the environment to read (default ``os.environ``).
     """
 
-    def __init__(self, processes: int, progress: bool = False, log: Callable[[str], None] = print,
+    def __init__(self, processes: int, progress: bool = False, log: Callable[[str], None] = logger.info,
                  environ: Mapping[str, str] | None = None) -> None:
         self.processes = processes
         self.progress = progress

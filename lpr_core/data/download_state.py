@@ -39,6 +39,7 @@ shards in progress and those that completed in the last interval.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -54,6 +55,9 @@ from lpr_core.state import StageState, fingerprint, open_state
 
 __all__ = ["STAGE", "WORK_DIR", "ATTEMPT_SETTINGS", "download_identity", "ShardUploader", "restore_shards", "link_tree",
            "download_resumable"]
+
+#: Where the messages go unless a caller passes its own ``log`` (the process's logging set-up decides).
+logger = logging.getLogger(__name__)
 
 STAGE = "download"
 #: The folder of the state that becomes ``--out``.
@@ -136,7 +140,7 @@ class ShardUploader:
         log: where a failed background upload is reported (the final one raises).
     """
 
-    def __init__(self, state: StageState, interval: float = 2.0, log: Callable[[str], None] = print) -> None:
+    def __init__(self, state: StageState, interval: float = 2.0, log: Callable[[str], None] = logger.info) -> None:
         self.state, self.interval, self.log = state, interval, log
         self.uploaded: set[str] = set()
         self._journals: dict[str, int] = {}
@@ -215,7 +219,7 @@ class ShardUploader:
             self.log(f"could not upload the complete shards to {self.state.url}: {upload_error}")
 
 
-def restore_shards(state: StageState, log: Callable[[str], None] = print) -> list[str]:
+def restore_shards(state: StageState, log: Callable[[str], None] = logger.info) -> list[str]:
     """Bring the store's complete shards and recovered samples into the local ``work/`` (object
     store roots only): data files first, each marker last.
 
@@ -265,7 +269,7 @@ def link_tree(src: str | Path, dst: str | Path) -> int:
 
 
 def download_resumable(urls_dir: str | Path, out_dir: str | Path, params: Any, *, progress: bool = True,
-                       log: Callable[[str], None] = print, root: str | None = None,
+                       log: Callable[[str], None] = logger.info, root: str | None = None,
                        upload_interval: float = 2.0) -> dict[str, Any]:
     """Download into the stage's state folder, then publish it as ``out_dir`` (see the module docstring).
 

@@ -1,13 +1,14 @@
 """``lpr evaluate-predictions``: score an official-format prediction file against the ground truth.
 
 Prints rank-1/3/5/10 accuracy, mAP, MRR and the number of queries without a prediction, over all
-queries of the ground truth (a query without prediction is a miss).
+queries of the ground truth (a query without prediction is a miss), on stdout; notes and errors are
+logged (stderr).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from lpr_core.evaluation.metrics import DEFAULT_KS
 from lpr_core.formats.predictions import (
@@ -17,6 +18,8 @@ from lpr_core.formats.predictions import (
     unsorted_queries,
 )
 from lpr_core.formats.readers import load_galleries, load_ground_truth
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         if args.gallery:
             check_predictions_in_galleries(predictions, load_galleries(args.gallery), source=args.pred)
     except (EvaluationInputError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("error: %s", exc)
         return 2
     results = score_predictions(gt, predictions)
     summary = summarize(results, args.ks)
@@ -61,13 +64,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"queries without prediction: {summary['num_no_prediction']}")
     print(f"ground-truth images not in their query's list: {summary['num_gt_not_ranked']}")
     if extra:
-        print(f"note: {extra} prediction key(s) are not in the ground truth and were ignored", file=sys.stderr)
+        log.warning("note: %d prediction key(s) are not in the ground truth and were ignored", extra)
     if unsorted:
-        print(
-            f"note: {len(unsorted)} prediction list(s) are not sorted by score (first: {unsorted[0]}); "
-            "the file order was used as the ranking",
-            file=sys.stderr,
-        )
+        log.warning("note: %d prediction list(s) are not sorted by score (first: %s); the file order was used as "
+                    "the ranking", len(unsorted), unsorted[0])
     if args.metrics_out:
         write_metrics(args.metrics_out, summary, ci, split=args.split)
     return 0

@@ -12,6 +12,7 @@ two candidates for one file kind (both paths are named).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ from pathlib import Path
 from lpr_core.formats.discovery import DiscoveryError, find_lpr4m_files
 from lpr_core.formats.readers import scan
 from lpr_core.formats.report import FormatError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["add_arguments", "run", "inspect_dir"]
 
@@ -82,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         found = find_lpr4m_files(args.directory)
     except (NotADirectoryError, DiscoveryError) as exc:
-        print(f"lpr inspect: {exc}", file=sys.stderr)
+        log.error("lpr inspect: %s", exc)
         return 2
     if not found:
-        print(f"lpr inspect: no LPR4M file in {args.directory}", file=sys.stderr)
+        log.error("lpr inspect: no LPR4M file in %s", args.directory)
         return 2
     n_files = sum(len(v) for v in found.values())
     print(f"{args.directory}: {n_files} LPR4M file(s)")

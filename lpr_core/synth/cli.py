@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from lpr_core.synth.families import DEFAULT_FAMILY, FAMILIES
 from lpr_core.synth.preview import make_contact_sheet
 from lpr_core.synth.world import DEFAULT_URL_PREFIX, SIZES, WorldExistsError, generate_world
+
+log = logging.getLogger(__name__)
 
 __all__ = ["add_arguments", "run"]
 
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
                                  family=args.family, workers=args.workers, overwrite=args.overwrite,
                                  progress=not args.quiet)
     except (WorldExistsError, ValueError) as exc:
-        print(f"lpr synth: error: {exc}", file=sys.stderr)
+        log.error("lpr synth: error: %s", exc)
         return 1
     family = "" if summary.family == "default" else f"{summary.family} "
     print(f"wrote {summary.size} {family}world (seed {summary.seed}) to {summary.out_dir} in {summary.seconds:.1f} s")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import ipaddress
-import sys
+import logging
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 from lpr_core.synth.faults import ALL_KINDS, FaultKind, corrupt_bytes, fault_for, truncate_jpeg
 from lpr_core.synth.layout import SOURCE_DIR, source_path
 from lpr_core.synth.world import set_url_prefix
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ImageServer",
@@ -284,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
         server.start()
     except (PortInUseError, FileNotFoundError, ValueError) as exc:
         msg = exc.strerror if isinstance(exc, PortInUseError) else str(exc)
-        print(f"lpr serve: error: {msg}", file=sys.stderr)
+        log.error("lpr serve: error: %s", msg)
         return 1
     try:
         if args.rewrite_urls:
@@ -296,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     except ValueError as exc:
-        print(f"lpr serve: error: {exc}", file=sys.stderr)
+        log.error("lpr serve: error: %s", exc)
         return 1
     finally:
         server.stop()

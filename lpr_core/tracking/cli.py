@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import shlex
 import sys
 import tempfile
@@ -28,6 +29,8 @@ from lpr_core.tracking import lineage
 from lpr_core.tracking.gate import GateConfig
 
 PROMOTE_SECTION = "promote"
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +89,7 @@ def stage_rescorer(cfg):
             found = sorted(model_dir.rglob(DETECTOR_FILE))
             if found:
                 (det / DETECTOR_FILE).symlink_to(found[0])
-            print(f"rescoring v{version} of {cfg.model_name} on the current test data", flush=True)
+            log.info("rescoring v%s of %s on the current test data", version, cfg.model_name)
             # each stage runs in its own process group, stopped with this command (SIGTERM, Ctrl-C)
             run_in_group(_stage_cmd("index_gallery", {"--encoder": str(enc), "--out": str(tmp / "index")}),
                          check=True)
@@ -188,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_gate(args.params)
     except ConfigError as exc:
-        print(f"lpr promote: {exc}", file=sys.stderr)
+        log.error("lpr promote: %s", exc)
         return 2
     configure(".")
     # SIGTERM (a stopped pod, a killed task) unwinds: rescoring stages stop, the lock is released
@@ -196,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _promote(args, cfg)
         except (registry.RegistryError, LockError) as exc:
-            print(f"lpr promote: {exc}", file=sys.stderr)
+            log.error("lpr promote: %s", exc)
             return 2
 
 
@@ -217,7 +220,7 @@ def run_rollback(args: argparse.Namespace) -> int:
         with terminate_raises():
             old, new = registry.rollback(cfg)
     except (ConfigError, registry.RegistryError, LockError) as exc:
-        print(f"lpr rollback: {exc}", file=sys.stderr)
+        log.error("lpr rollback: %s", exc)
         return 2
     print(f"{cfg.model_name}: champion moved back from v{old} to v{new}")
     return 0

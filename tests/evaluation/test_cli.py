@@ -94,6 +94,23 @@ def test_a_repeated_ground_truth_image_exits_2_naming_file_line_and_key(tmp_path
     assert f"{gt_path}:2: item {len(gt[query]) - 1}: duplicate image_id {gt[query][0]}" in err  # line 2: the first key
 
 
+def test_notes_on_the_prediction_file_go_to_stderr_and_the_metrics_to_stdout(tmp_path, capsys):
+    gt, predictions, gt_path, pred_path = _files(tmp_path, seed=3)
+    query = next(q for q, p in predictions.items() if len(p) > 1)
+    predictions[query] = list(reversed(predictions[query]))  # lowest score first
+    predictions[f"{query[:36]}-999000-999500"] = [[predictions[query][0][0], 0.5]]  # a clip with no ground truth
+    pred_path.write_text(json.dumps(predictions))
+    for quiet in ([], ["-q"]):  # notes are warnings: -q keeps them
+        assert main([*quiet, "evaluate-predictions", "--gt", str(gt_path), "--pred", str(pred_path)]) == 0
+        out, err = capsys.readouterr()
+        assert set(_printed(out)) == {"rank-1", "rank-3", "rank-5", "rank-10", "mAP", "MRR"} and "note:" not in out
+        assert err.splitlines() == [
+            "note: 1 prediction key(s) are not in the ground truth and were ignored",
+            f"note: 1 prediction list(s) are not sorted by score (first: {query}); the file order was used as the "
+            "ranking",
+        ]
+
+
 def test_runs_as_a_command(tmp_path):
     _, _, gt_path, pred_path = _files(tmp_path, seed=2)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
