@@ -92,11 +92,15 @@ def can_run_as(uid: int | None, gid: int | None, python: str) -> tuple[bool, str
         return True, "the current user"
     if os.geteuid() != 0:
         return False, f"runAsUser {uid} not applied: setuid needs root"
-    probe = subprocess.run([python, "-c", "pass"], user=uid, group=gid, extra_groups=[], capture_output=True,
-                           cwd="/", check=False)
-    if probe.returncode:
-        return False, (f"runAsUser {uid} not applied: the locked environment's interpreter ({python}) is not "
-                       f"readable by that user here ({probe.stderr.decode(errors='replace').strip()[-160:]})")
+    try:
+        probe = subprocess.run([python, "-c", "pass"], user=uid, group=gid, extra_groups=[], capture_output=True,
+                               cwd="/", check=False)
+        error = probe.stderr.decode(errors="replace").strip()[-160:] if probe.returncode else ""
+    except OSError as exc:
+        error = str(exc)
+    if error:
+        return False, (f"runAsUser {uid} not applied: the locked environment's interpreter ({python}) cannot be "
+                       f"run by that user on this machine ({error})")
     return True, f"uid {uid}"
 
 
