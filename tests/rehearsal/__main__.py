@@ -39,9 +39,9 @@ BIN = Path(sys.executable).parent  # the locked environment (not resolved: the v
 IMAGE_ENV = {"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": "/home/lpr", "PYTHONPATH": "/opt/lpr",
              "TMPDIR": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
              "GX_ANALYTICS_ENABLED": "false", "NO_ALBUMENTATIONS_UPDATE": "1", "DVC_NO_ANALYTICS": "1"}
-TRAIN_STEPS, CHECKPOINT_EVERY = 24, 4
+TRAIN_STEPS, CHECKPOINT_EVERY = 12, 3
 RACE_MODEL = "lpr-encoder-rehearsal-race"
-RACE_SCORES = (0.42, 0.61, math.nan, 0.55, None, 0.37)  # four finite, a NaN and a missing score
+RACE_SCORES = (0.42, 0.61, math.nan, 0.55, None)  # three finite, a NaN and a missing score
 
 
 def run_overrides(lr: float | None = None) -> dict[str, Any]:
