@@ -173,6 +173,7 @@ def rehearse(work: Path, stack: contextlib.ExitStack, t0: float) -> dict[str, An
     """Services, two pipeline runs, the kill and resume, the promoters; returns the RESULT figures."""
     from mlflow.tracking import MlflowClient
 
+    from components.podspec import exec_command
     from lpr_core.demo import prepare_world
 
     print("== services", flush=True)
@@ -235,36 +236,6 @@ def rehearse(work: Path, stack: contextlib.ExitStack, t0: float) -> dict[str, An
     require(keys["param"][0] != base and keys["input"][0] != base,
             "check 3: a changed lr or input row must change the training state key (start fresh)")
 
-    print("== promoters: separate pods racing on the tracking server", flush=True)
-    racers = []
-    for seed, score in enumerate(RACE_SCORES, start=1):
-        text = "none" if score is None else repr(score)
-        manifest = json.loads(json.dumps(scheduler.render_pods(dag, "race", {"promote.model_name": RACE_MODEL},
-                                                                "")["promote"]))
-        from components.podspec import exec_command
-
-        manifest["spec"]["containers"][0]["command"] = exec_command(
-            f"python -m tests.rehearsal.candidate --seed {seed} --score {text} --out data/candidate && "
-            "lpr promote --candidate-from data/candidate")
-        racers.append((score, cluster.start(f"promoter-{seed}", manifest)))
-    versions: dict[str, float | None] = {}
-    for score, pod in racers:
-        cluster.finish(pod)
-        found = [v for m, v, _ in checks.verdicts(pod.text()) if m == RACE_MODEL]
-        require(len(found) == 1, f"check 4: promoter {pod.name} printed no decision; log {pod.log}")
-        versions[found[0]] = score
-    from tests.tracking.helpers import check_race_outcome
-
-    try:
-        tags = check_race_outcome(tracking, RACE_MODEL, versions)
-    except AssertionError as exc:
-        raise RehearsalFailure(f"check 4: the promotion race: {exc}") from None
-    champions = [v.version for v in client.search_model_versions(f"name = '{RACE_MODEL}'") if "champion" in v.aliases]
-    require(len(champions) == 1, f"check 4: {len(champions)} champions")
-    waited = max(float(t.get("gate.lock_waited_s", 0)) for t in tags.values())
-    print(f"  check 4: champion v{champions[0]} (score {versions[champions[0]]}); decisions by version "
-          f"{ {v: t['gate.decision'] for v, t in tags.items()} }; longest lock wait {waited:.1f} s", flush=True)
-
     run2, over2 = "rehearsal__run-2", run_overrides(lr=0.002)
     print(f"== run {run2}: lr changed; train_encoder on a 2-node TrainJob first", flush=True)
     pods2 = scheduler.render_pods(dag, run2, over2, data_url)
@@ -298,6 +269,35 @@ def rehearse(work: Path, stack: contextlib.ExitStack, t0: float) -> dict[str, An
         print(f"    {label:<26} {str(get(te[run1])):>12} {str(get(te[run2])):>12}", flush=True)
     require(te[run1].data.tags.get("lpr.params_overrides") != te[run2].data.tags.get("lpr.params_overrides"),
             "check 5: both runs recorded the same params overrides")
+
+    print("== promoters: separate pods racing on the tracking server", flush=True)
+    racers = []
+    for seed, score in enumerate(RACE_SCORES, start=1):
+        text = "none" if score is None else repr(score)
+        manifest = json.loads(json.dumps(scheduler.render_pods(dag, "race", {"promote.model_name": RACE_MODEL},
+                                                                "")["promote"]))
+        manifest["spec"]["containers"][0]["command"] = exec_command(
+            f"python -m tests.rehearsal.candidate --seed {seed} --score {text} --out data/candidate && "
+            "lpr promote --candidate-from data/candidate")
+        racers.append((score, cluster.start(f"promoter-{seed}", manifest)))
+    versions: dict[str, float | None] = {}
+    for score, pod in racers:
+        cluster.finish(pod)
+        found = [v for m, v, _ in checks.verdicts(pod.text()) if m == RACE_MODEL]
+        require(len(found) == 1, f"check 4: promoter {pod.name} printed no decision; log {pod.log}")
+        versions[found[0]] = score
+    from tests.tracking.helpers import check_race_outcome
+
+    try:
+        tags = check_race_outcome(tracking, RACE_MODEL, versions)
+    except AssertionError as exc:
+        raise RehearsalFailure(f"check 4: the promotion race: {exc}") from None
+    champions = [v for v in versions if "champion" in client.get_model_version(RACE_MODEL, v).aliases]
+    require(len(champions) == 1, f"check 4: {len(champions)} champions")
+    waited = max(float(t.get("gate.lock_waited_s", 0)) for t in tags.values())
+    print(f"  check 4: champion v{champions[0]} (score {versions[champions[0]]}); decisions by version "
+          f"{ {v: t['gate.decision'] for v, t in tags.items()} }; longest lock wait {waited:.1f} s", flush=True)
+
     return {"stages": len(stages), "stage_runs": stage_runs, "download_runs": download_runs,
             "resumed_step": resumed_step, "promoters": len(racers), "champions": len(champions)}
 
