@@ -169,11 +169,28 @@ def pipeline_run(cluster: Cluster, pods: dict[str, dict], store: services.Store,
     return done
 
 
-def rehearse(work: Path, stack: contextlib.ExitStack, t0: float) -> dict[str, Any]:
-    """Services, two pipeline runs, the kill and resume, the promoters; returns the RESULT figures."""
-    from mlflow.tracking import MlflowClient
+@dataclass
+class Setting:
+    """The services, the image, the DAG and the pods' side, as :func:`set_up` leaves them."""
 
-    from components.podspec import exec_command
+    store: services.Store
+    tracking: str
+    data_url: str
+    image: Path
+    settings: Path
+    dag: Any
+    stages: list[str]
+    cluster: Cluster
+
+    @property
+    def client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.tracking, self.tracking)
+
+
+def set_up(work: Path, stack: contextlib.ExitStack) -> Setting:
+    """Start the services, build the image, parse the DAG, decide the pods' user."""
     from lpr_core.demo import prepare_world
 
     print("== services", flush=True)
@@ -189,35 +206,35 @@ def rehearse(work: Path, stack: contextlib.ExitStack, t0: float) -> dict[str, An
         "MLFLOW_TRACKING_URI": tracking, "LPR_RUNS_URL": store.url("runs"), "LPR_STATE_URL": store.url("state")})
     dag = scheduler.load_dag(image, settings, work / "airflow")
     order = scheduler.task_order(dag.tasks)
-    stages = [t for t in order if t != "promote"]
-    probe_pod = scheduler.render_pods(dag, "probe", {}, "")["promote"]
-    as_user, why = kubelet.can_run_as(*kubelet.pod_user(probe_pod), str(BIN / "python"))
+    probe = scheduler.render_pods(dag, "probe", {}, "")["promote"]
+    as_user, why = kubelet.can_run_as(*kubelet.pod_user(probe), str(BIN / "python"))
     print(f"  tasks in order: {' -> '.join(order)}; pods run as {why}", flush=True)
-    cluster = Cluster(work, image, services.secrets(store), as_user)
-    client = MlflowClient(tracking, tracking)
+    return Setting(store, tracking, data_url, image, settings, dag, [t for t in order if t != "promote"],
+                   Cluster(work, image, services.secrets(store), as_user))
 
-    run1, over1 = "rehearsal__run-1", run_overrides()
-    print(f"== run {run1}: every task's pod in order, train_encoder killed and retried", flush=True)
-    pods1 = scheduler.render_pods(dag, run1, over1, data_url)
-    done1 = pipeline_run(cluster, pods1, store, kill_training=True)
-    logs1 = [p.text() for ps in done1.values() for p in ps]
-    ran, restored = checks.executions(logs1), checks.restorations(logs1)
-    finished = checks.finished_once(checks.stage_runs(client, run1, stages))
+
+def first_run(s: Setting, run_id: str) -> dict[str, Any]:
+    """Run 1 with the training pod killed and retried: checks 1 and 2; returns the figures."""
+    print(f"== run {run_id}: every task's pod in order, train_encoder killed and retried", flush=True)
+    done = pipeline_run(s.cluster, scheduler.render_pods(s.dag, run_id, run_overrides(), s.data_url), s.store,
+                        kill_training=True)
+    logs = [p.text() for ps in done.values() for p in ps]
+    ran, restored = checks.executions(logs), checks.restorations(logs)
+    finished = checks.finished_once(checks.stage_runs(s.client, run_id, s.stages))
     print(f"  commands run: {ran}; restored: {restored}; finished MLflow runs: {finished}", flush=True)
-    for stage in stages:
-        own = [p.text() for p in done1[stage]]
-        others = [p.text() for t, ps in done1.items() if t != stage for p in ps]
+    for stage in s.stages:
+        others = [p.text() for t, ps in done.items() if t != stage for p in ps]
         require(checks.executions(others).get(stage, 0) == 0,
                 f"check 1: stage {stage} ran in another stage's pod: upstream outputs were recomputed")
-        require(checks.executions(own).get(stage, 0) >= 1, f"check 1: stage {stage}'s pod did not run it")
+        require(checks.executions([p.text() for p in done[stage]]).get(stage, 0) >= 1,
+                f"check 1: stage {stage}'s pod did not run it")
         require(finished.get(stage) == 1, f"check 1: stage {stage} has {finished.get(stage)} finished runs "
-                                          f"on the tracking server in run {run1} (expected 1)")
-    stage_runs = sum(finished.values())
-    download_runs = ran.get("download", 0)
-    require(stage_runs == len(stages) and download_runs == 1,
-            f"check 1: stage_runs {stage_runs} (stages {len(stages)}), download_runs {download_runs}")
+                                          f"on the tracking server in run {run_id} (expected 1)")
+    stage_runs, download_runs = sum(finished.values()), ran.get("download", 0)
+    require(stage_runs == len(s.stages) and download_runs == 1,
+            f"check 1: stage_runs {stage_runs} (stages {len(s.stages)}), download_runs {download_runs}")
 
-    retry = done1["train_encoder"][-1]
+    retry = done["train_encoder"][-1]
     summary = json.loads((retry.workspace / "data/models/encoder/train_summary.json").read_text())
     resumed_step = int(summary.get("resumed_from") or 0)
     require("resuming the checkpoint" in retry.text() and resumed_step > 0,
@@ -226,8 +243,13 @@ def rehearse(work: Path, stack: contextlib.ExitStack, t0: float) -> dict[str, An
     require(summary.get("steps") == TRAIN_STEPS, f"check 2: the resumed pod stopped at {summary.get('steps')}")
     print(f"  check 2: the retry resumed from step {resumed_step} in the store and finished {TRAIN_STEPS} steps",
           flush=True)
+    check_keys(retry.workspace)
+    return {"stage_runs": stage_runs, "download_runs": download_runs, "resumed_step": resumed_step}
 
-    keys = checks.key_variants(retry.workspace)
+
+def check_keys(workspace: Path) -> None:
+    """Check 3: what keeps the training state key (runtime settings) and what starts fresh."""
+    keys = checks.key_variants(workspace)
     for name, (key, note) in keys.items():
         print(f"  check 3: {name:<8} key {key[:12]}  {note}", flush=True)
     base = keys["base"][0]
@@ -236,29 +258,32 @@ def rehearse(work: Path, stack: contextlib.ExitStack, t0: float) -> dict[str, An
     require(keys["param"][0] != base and keys["input"][0] != base,
             "check 3: a changed lr or input row must change the training state key (start fresh)")
 
-    run2, over2 = "rehearsal__run-2", run_overrides(lr=0.002)
-    print(f"== run {run2}: lr changed; train_encoder on a 2-node TrainJob first", flush=True)
-    pods2 = scheduler.render_pods(dag, run2, over2, data_url)
+
+def second_run(s: Setting, run_id: str, first: str) -> None:
+    """Run 2 with another lr, the encoder trained by a 2-node TrainJob; check 5 against run ``first``."""
+    from tests.tracking.helpers import free_port
+
+    overrides = run_overrides(lr=0.002)
+    print(f"== run {run_id}: lr changed; train_encoder on a 2-node TrainJob first", flush=True)
 
     def trainjob() -> list[Pod]:
-        from tests.tracking.helpers import free_port
+        _, nodes = scheduler.trainjob_pods(s.image, s.settings, run_id, json.dumps(overrides, sort_keys=True),
+                                           s.data_url, free_port())
+        started = [s.cluster.start(f"trainjob-node-{i}", node) for i, node in enumerate(nodes)]
+        return [s.cluster.finish(p) for p in started]
 
-        _, nodes = scheduler.trainjob_pods(image, settings, run2, json.dumps(over2, sort_keys=True), data_url,
-                                           free_port())
-        started = [cluster.start(f"trainjob-node-{i}", node) for i, node in enumerate(nodes)]
-        return [cluster.finish(p) for p in started]
-
-    done2 = pipeline_run(cluster, pods2, store, before={"train_encoder": trainjob})
-    dag_pod = done2["train_encoder"][-1]
+    done = pipeline_run(s.cluster, scheduler.render_pods(s.dag, run_id, overrides, s.data_url), s.store,
+                        before={"train_encoder": trainjob})
+    dag_pod = done["train_encoder"][-1]
     require("already finished in run" in dag_pod.text(),
-            f"check 5: the DAG's train_encoder pod of {run2} did not find the TrainJob's entry; log {dag_pod.log}")
-    logs2 = [p.text() for ps in done2.values() for p in ps]
-    print(f"  run 2: commands run {checks.executions(logs2)}; restored {checks.restorations(logs2)}", flush=True)
+            f"check 5: the DAG's train_encoder pod of {run_id} did not find the TrainJob's entry; log {dag_pod.log}")
+    logs = [p.text() for ps in done.values() for p in ps]
+    print(f"  run 2: commands run {checks.executions(logs)}; restored {checks.restorations(logs)}", flush=True)
 
-    runs = {rid: checks.stage_runs(client, rid, [*stages, "register"]) for rid in (run1, run2)}
-    for rid in (run1, run2):
+    runs = {rid: checks.stage_runs(s.client, rid, [*s.stages, "register"]) for rid in (first, run_id)}
+    for rid in (first, run_id):
         require(bool(runs[rid]["register"]), f"check 5: the promote pod of {rid} left no register run on the server")
-    te = {rid: next(r for r in runs[rid]["train_encoder"] if r.info.status == "FINISHED") for rid in (run1, run2)}
+    te = {rid: next(r for r in runs[rid]["train_encoder"] if r.info.status == "FINISHED") for rid in (first, run_id)}
     print("  check 5: side by side on the tracking server:", flush=True)
     rows = [("lpr.params_overrides lr", lambda r: json.loads(r.data.tags.get("lpr.params_overrides") or "{}")
              .get("train_encoder.train.lr", "(default)")),
@@ -266,40 +291,50 @@ def rehearse(work: Path, stack: contextlib.ExitStack, t0: float) -> dict[str, An
                                                       None)),
             ("encoder/val_rank1", lambda r: r.data.metrics.get("encoder/val_rank1"))]
     for label, get in rows:
-        print(f"    {label:<26} {str(get(te[run1])):>12} {str(get(te[run2])):>12}", flush=True)
-    require(te[run1].data.tags.get("lpr.params_overrides") != te[run2].data.tags.get("lpr.params_overrides"),
+        print(f"    {label:<26} {str(get(te[first])):>12} {str(get(te[run_id])):>12}", flush=True)
+    require(te[first].data.tags.get("lpr.params_overrides") != te[run_id].data.tags.get("lpr.params_overrides"),
             "check 5: both runs recorded the same params overrides")
+
+
+def race(s: Setting) -> dict[str, Any]:
+    """Check 4: promoter pods racing on the tracking server; returns the figures."""
+    from components.podspec import exec_command
+    from tests.tracking.helpers import check_race_outcome
 
     print("== promoters: separate pods racing on the tracking server", flush=True)
     racers = []
     for seed, score in enumerate(RACE_SCORES, start=1):
-        text = "none" if score is None else repr(score)
-        manifest = json.loads(json.dumps(scheduler.render_pods(dag, "race", {"promote.model_name": RACE_MODEL},
-                                                                "")["promote"]))
+        manifest = scheduler.render_pods(s.dag, "race", {"promote.model_name": RACE_MODEL}, "")["promote"]
         manifest["spec"]["containers"][0]["command"] = exec_command(
-            f"python -m tests.rehearsal.candidate --seed {seed} --score {text} --out data/candidate && "
-            "lpr promote --candidate-from data/candidate")
-        racers.append((score, cluster.start(f"promoter-{seed}", manifest)))
+            f"python -m tests.rehearsal.candidate --seed {seed} --score {'none' if score is None else score!r} "
+            "--out data/candidate && lpr promote --candidate-from data/candidate")
+        racers.append((score, s.cluster.start(f"promoter-{seed}", manifest)))
     versions: dict[str, float | None] = {}
     for score, pod in racers:
-        cluster.finish(pod)
+        s.cluster.finish(pod)
         found = [v for m, v, _ in checks.verdicts(pod.text()) if m == RACE_MODEL]
         require(len(found) == 1, f"check 4: promoter {pod.name} printed no decision; log {pod.log}")
         versions[found[0]] = score
-    from tests.tracking.helpers import check_race_outcome
-
     try:
-        tags = check_race_outcome(tracking, RACE_MODEL, versions)
+        tags = check_race_outcome(s.tracking, RACE_MODEL, versions)
     except AssertionError as exc:
         raise RehearsalFailure(f"check 4: the promotion race: {exc}") from None
-    champions = [v for v in versions if "champion" in client.get_model_version(RACE_MODEL, v).aliases]
+    champions = [v for v in versions if "champion" in s.client.get_model_version(RACE_MODEL, v).aliases]
     require(len(champions) == 1, f"check 4: {len(champions)} champions")
     waited = max(float(t.get("gate.lock_waited_s", 0)) for t in tags.values())
     print(f"  check 4: champion v{champions[0]} (score {versions[champions[0]]}); decisions by version "
           f"{ {v: t['gate.decision'] for v, t in tags.items()} }; longest lock wait {waited:.1f} s", flush=True)
+    return {"promoters": len(racers), "champions": len(champions)}
 
-    return {"stages": len(stages), "stage_runs": stage_runs, "download_runs": download_runs,
-            "resumed_step": resumed_step, "promoters": len(racers), "champions": len(champions)}
+
+def rehearse(work: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Services, two pipeline runs, the kill and resume, the promoters; returns the RESULT figures."""
+    s = set_up(work, stack)
+    figures = {"stages": len(s.stages), **first_run(s, "rehearsal__run-1")}
+    second_run(s, "rehearsal__run-2", "rehearsal__run-1")
+    figures.update(race(s))
+    return {k: figures[k] for k in ("stages", "stage_runs", "download_runs", "resumed_step", "promoters",
+                                    "champions")}
 
 
 def main() -> int:
@@ -309,7 +344,7 @@ def main() -> int:
     print(f"rehearsal in {work}", flush=True)
     try:
         with contextlib.ExitStack() as stack:
-            figures = rehearse(work, stack, t0)
+            figures = rehearse(work, stack)
     except RehearsalFailure as exc:
         print(f"REHEARSAL FAILED: {exc}\n(pods' folders and logs kept in {work})", file=sys.stderr, flush=True)
         return 1
