@@ -115,6 +115,14 @@ class Cluster:
     def run(self, name: str, manifest: dict, expect: int = 0) -> Pod:
         return self.finish(self.start(name, manifest), expect)
 
+    def stop_all(self) -> None:
+        """SIGKILL every pod still running (a failed check or Ctrl-C leaves none behind)."""
+        for pod in self.pods:
+            if pod.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pod.proc.pid, signal.SIGKILL)
+                pod.proc.wait()
+
 
 def build_image(work: Path, store: services.Store) -> Path:
     """What the image holds at ``/opt/lpr``: ``git archive HEAD``, with the DVC remote in the store."""
@@ -209,8 +217,9 @@ def set_up(work: Path, stack: contextlib.ExitStack) -> Setting:
     probe = scheduler.render_pods(dag, "probe", {}, "")["promote"]
     as_user, why = kubelet.can_run_as(*kubelet.pod_user(probe), str(BIN / "python"))
     print(f"  tasks in order: {' -> '.join(order)}; pods run as {why}", flush=True)
-    return Setting(store, tracking, data_url, image, settings, dag, [t for t in order if t != "promote"],
-                   Cluster(work, image, services.secrets(store), as_user))
+    cluster = Cluster(work, image, services.secrets(store), as_user)
+    stack.callback(cluster.stop_all)
+    return Setting(store, tracking, data_url, image, settings, dag, [t for t in order if t != "promote"], cluster)
 
 
 def first_run(s: Setting, run_id: str) -> dict[str, Any]:
