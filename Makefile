@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 KFP_VENV := .venv-kfp
 
-.PHONY: env kfp-env kfp demo airflow test test-slow test-fast lint lock clean-env
+.PHONY: env kfp-env kfp demo airflow rehearsal test test-slow test-fast lint lock clean-env
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	@echo ">> building $(VENV) from requirements/lock.txt (first time: ~5 minutes)"
@@ -39,6 +39,11 @@ demo: env
 # components and the tasks call `airflow`, `dvc`, `lpr`), AIRFLOW_HOME=.airflow, the promotion pool.
 airflow: env
 	dags/standalone.sh
+
+# The cluster rehearsal (docs/kubernetes.md, "The rehearsal"): every pod of lpr_pipeline and the
+# encoder TrainJob on loopback services (S3, MLflow on PostgreSQL); its last line is RESULT ...
+rehearsal: env
+	$(BIN)/python -m tests.rehearsal
 
 # The test suite: everything but `slow` and `gpu` tests, on TEST_WORKERS processes (pytest-xdist;
 # a module's tests stay on one worker, so its built worlds and servers are built once).

@@ -370,7 +370,13 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    """A command pod: the run's complete ``dvc.lock`` and a stage's outputs restored, then a shell command."""
+    """A command pod: the run's complete ``dvc.lock`` restored with a stage's outputs and its inputs, then a
+    shell command.
+
+    The outputs of the stages ``--restore`` reads are pulled too: what the stage's own pod had. The
+    registry gate needs them: ``candidate.json`` names the trained encoder and detector, and
+    rescoring a champion reruns ``index_gallery`` and ``evaluate`` on the prepared test data.
+    """
     workdir, inputs = _start(args)
     if args.restore:
         stage, stages = _stage(workdir, args.restore)
@@ -380,7 +386,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
             raise PodError(f"stage {stage.name!r} published no dvc.lock entry in run {inputs.run_id!r} "
                            f"({exchange.location}): nothing to restore")
         write_lock(workdir, merge_lock(read_lock(workdir), entries, [s.name for s in stages]))
-        _dvc(workdir, "pull", f"dvc.yaml:{stage.name}")
+        _dvc(workdir, "pull", *(f"dvc.yaml:{name}" for name in [*stage.upstream, stage.name]))
     log.info("running: %s", args.command)
     return subprocess.run(["bash", "-c", args.command], cwd=workdir, env=_child_env()).returncode
 

@@ -254,6 +254,17 @@ def test_each_stage_works_once_per_run_and_its_record_reaches_the_next_pods(pods
 
 
 @pytest.mark.slow
+def test_a_command_pod_restores_the_stage_with_the_outputs_it_read(pods):
+    """The registry gate's pod reads the stage's outputs and what they point at (the trained models)."""
+    for stage in STAGES:
+        pods.stage(stage, "run-1")
+    proc = pods.run("exec", "--run-id", "run-1", "--restore", "prepare", "--command",
+                    "for f in prepared validate download; do cat data/$f/record.json; echo; done")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [json.loads(line)["stage"] for line in proc.stdout.splitlines()] == ["prepare", "validate", "download"]
+
+
+@pytest.mark.slow
 def test_a_pod_whose_upstream_has_not_finished_names_it(pods):
     pods.stage("download", "run-1")
     proc = pods.run("run", "prepare", "--run-id", "run-1")
