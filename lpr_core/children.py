@@ -7,21 +7,31 @@ terminal's Ctrl-C reaches only the foreground group, and a ``kill`` only the com
 raised in the command as ``SystemExit(143)`` / ``KeyboardInterrupt``, so its own clean-up runs.
 However the command ends, the group is stopped: SIGTERM, a grace period, then SIGKILL, including
 descendants that moved to a group of their own.
+
+A signal sent to the command may land on any of its threads (an image server's, a native
+library's): Python then only notes it, and the main thread acts on it when it next runs Python
+code. A main thread blocked in ``Popen.wait()`` or in a read of the child's output would never get
+there while the child runs on, so the command waits through :func:`wait`, :func:`lines` and
+:func:`communicate`, which block for at most :data:`POLL_S` at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psutil
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
+#: The longest a wait on a child blocks before the main thread looks for a signal.
+POLL_S = 0.2
 
 _active: list[subprocess.Popen] = []
 _known: dict[int, list[psutil.Process]] = {}
@@ -136,10 +146,59 @@ def run_in_group(cmd: Sequence[str], *, check: bool = False, grace_s: float = 10
         subprocess.CalledProcessError: with ``check`` and a non-zero exit code.
     """
     with child_group(cmd, grace_s=grace_s, **popen) as proc:
-        code = proc.wait()
+        code = wait(proc)
     if check and code:
         raise subprocess.CalledProcessError(code, list(cmd))
     return code
+
+
+def wait(proc: subprocess.Popen, timeout: float | None = None) -> int:
+    """``proc.wait()`` that acts on a signal within :data:`POLL_S`, whichever thread it landed on.
+
+    Raises:
+        subprocess.TimeoutExpired: ``proc`` is still running after ``timeout`` seconds.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            return proc.wait(timeout=POLL_S)
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+
+
+def lines(proc: subprocess.Popen) -> Iterator[str]:
+    """The lines of ``proc.stdout`` as the child writes them, read by a helper thread while the
+    caller waits in slices of :data:`POLL_S` (so a signal is acted on while the child is silent)."""
+    if proc.stdout is None:
+        raise ValueError("the process was started without stdout=subprocess.PIPE")
+    pipe: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for line in proc.stdout:
+                pipe.put(line)
+        finally:
+            pipe.put(None)
+
+    threading.Thread(target=pump, name="lpr-child-output", daemon=True).start()
+    while True:
+        try:
+            line = pipe.get(timeout=POLL_S)
+        except queue.Empty:
+            continue
+        if line is None:
+            return
+        yield line
+
+
+def communicate(proc: subprocess.Popen) -> tuple[Any, Any]:
+    """``proc.communicate()`` that acts on a signal within :data:`POLL_S`."""
+    while True:
+        try:
+            return proc.communicate(timeout=POLL_S)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @contextlib.contextmanager

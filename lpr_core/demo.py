@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lpr_core.children import child_group, terminate_raises
+from lpr_core.children import child_group, communicate, lines, terminate_raises, wait
 from lpr_core.dvcgraph import load_stages
 from lpr_core.synth import ImageServer, generate_world, set_url_prefix
 
@@ -129,13 +129,12 @@ def run_stage(root: Path, name: str, force: bool, env: dict[str, str]) -> StageR
     cached = False
     # `dvc repro` and the stage it runs are a process group that ends with the demo (SIGTERM, Ctrl-C)
     with child_group(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        for line in lines(proc):
             if "didn't change, skipping" in line or "Restored stage" in line:
                 cached = True
             sys.stdout.write(f"  [{name}] {line}" if line.strip() else line)
             sys.stdout.flush()
-        code = proc.wait()
+        code = wait(proc)
     seconds = time.perf_counter() - t0
     status = "failed" if code else ("cached" if cached else "ran")
     return StageResult(name, seconds, status, code)
@@ -172,7 +171,7 @@ def run_promotion(root: Path, env: dict[str, str], report: DemoReport) -> None:
     t0 = time.perf_counter()
     with child_group([sys.executable, "-m", "lpr_core.cli", "promote", "--candidate-from", "data/evaluate"],
                      cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
-        out, err = child.communicate()
+        out, err = communicate(child)
     proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)

@@ -98,6 +98,44 @@ def test_without_a_group_the_family_outlives_the_command(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
+# a command whose SIGTERM lands on a thread other than the main one, while the main thread waits on
+# a child that runs on and prints nothing
+OTHER_THREAD = textwrap.dedent("""
+    import signal, subprocess, sys, threading, time
+    from lpr_core import children
+
+    def other():
+        time.sleep(1.0)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        time.sleep(60)
+
+    threading.Thread(target=other, daemon=True).start()
+    silent = [sys.executable, "-c", "import time; time.sleep(600)"]
+    if sys.argv[1] == "run_in_group":
+        children.run_in_group(silent)
+    with children.child_group(silent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        if sys.argv[1] == "lines":
+            list(children.lines(proc))
+        elif sys.argv[1] == "wait":
+            children.wait(proc)
+        else:
+            children.communicate(proc)
+""")
+
+
+@pytest.mark.parametrize("how", ["lines", "wait", "communicate", "run_in_group"])
+def test_a_signal_landing_on_another_thread_still_stops_the_command(tmp_path, how):
+    (tmp_path / "command.py").write_text(OTHER_THREAD)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "command.py"), how],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    try:
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_handlers_are_restored_and_exit_codes_kept():
     before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
     assert children.run_in_group([sys.executable, "-c", "raise SystemExit(4)"]) == 4

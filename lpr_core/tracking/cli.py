@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lpr_core.children import child_group, run_in_group, terminate_raises
+from lpr_core.children import child_group, run_in_group, terminate_raises, wait
 from lpr_core.config import ConfigError, load_section
 from lpr_core.dvcgraph import load_stages
 from lpr_core.tracking import lineage
@@ -246,6 +246,6 @@ def run_ui(args: argparse.Namespace) -> int:
     # Ctrl-C or SIGTERM to `lpr ui` leaves nothing behind
     try:
         with child_group(cmd) as proc:
-            return proc.wait()
+            return wait(proc)
     except KeyboardInterrupt:
         return 0

@@ -21,6 +21,7 @@ import yaml
 from lpr_core.config import load_params, to_mapping
 from lpr_core.index.store import EMBEDDINGS_FILE, IMAGES_FILE, SUMMARY_FILE
 from lpr_core.stages.index_gallery import IndexGalleryParams, main
+from tests.tracking.helpers import tracking_uri_restored
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 128  # the download image size of the repo's params (demo scale)
@@ -227,10 +228,16 @@ def test_one_index_per_livestream_with_the_gallery_order_and_the_encoder_embeddi
     assert not list(index_dir.parent.glob(".index.*"))  # no temporary directory left behind
 
 
-def test_the_run_is_logged_to_mlflow(index_dir):
+def test_the_run_is_logged_to_mlflow(inputs, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    # a store of its own: the session's index may have been built while another test pointed MLflow
+    # elsewhere, and this test asks what one run of the stage logs
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with tracking_uri_restored():
+        assert run_index(inputs, tmp_path / "index", index_params(tmp_path / "params.yaml")) == 0
+    client = MlflowClient(tracking_uri=uri)
     runs = [
         r
         for exp in client.search_experiments()
