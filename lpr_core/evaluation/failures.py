@@ -24,17 +24,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
     "FAILURE_KINDS",
+    "FailureAnalysis",
     "KIND_TEXT",
     "RIGHT_BOX_IOU",
     "box_iou",
     "classify_miss",
     "classify_misses",
     "count_failures",
+    "analyse_failures",
     "failure_kinds",
     "failure_metrics",
     "frame_iou",
@@ -203,3 +206,55 @@ def select_failures(kinds: Mapping[str, str], n: int, seed: int = 0) -> dict[str
         picked = sorted(rng.choice(len(ids), size=min(n, len(ids)), replace=False).tolist())
         out[kind] = [ids[i] for i in picked]
     return out
+
+
+_MODE_NOTE = {
+    "none": "The encoder saw full frames (crops: none): no crop box, so every miss with frames is no_box.",
+    "ground_truth": "The frames were cropped to their ground-truth boxes (crops: ground_truth, an oracle): "
+    "a box is right by construction; no_box counts frames without an annotated box.",
+    "detector": "The frames were cropped to the detector's boxes (crops: detector); a box is right at "
+    "IoU >= 0.5 with a ground-truth box of the frame.",
+}
+
+
+@dataclass(frozen=True)
+class FailureAnalysis:
+    """The misses of an evaluation by failure kind, with what the report draws.
+
+    Attributes:
+        crops: the resolved crop mode (``none``, ``ground_truth`` or ``detector``).
+        kinds: ``query_id -> kind`` of every miss (:func:`classify_misses`).
+        counts: misses per applicable kind (:func:`count_failures`).
+        note: how the kinds were judged under this crop mode (shown in the report).
+        frame_indices: ``query_id -> frame indices`` the encoder read.
+        crop_boxes: the frames' crop boxes (None: full frames).
+        gt_boxes: the frames' ground-truth boxes (None: not available).
+    """
+
+    crops: str
+    kinds: dict[str, str]
+    counts: dict[str, int]
+    note: str
+    frame_indices: Mapping[str, Sequence[int]]
+    crop_boxes: Mapping[tuple[str, int], Sequence[Box]] | None
+    gt_boxes: Mapping[tuple[str, int], Sequence[Box]] | None
+
+
+def analyse_failures(
+    ranks: Mapping[str, float],
+    frame_indices: Mapping[str, Sequence[int]],
+    crops: str,
+    crop_boxes: Mapping[tuple[str, int], Sequence[Box]] | None,
+    gt_boxes: Mapping[tuple[str, int], Sequence[Box]] | None,
+    iou: float = RIGHT_BOX_IOU,
+) -> FailureAnalysis:
+    """Classify the misses (:func:`classify_misses`) and count them per kind that applies under
+    ``crops`` (:func:`failure_kinds`); arguments as there. ``crop_boxes`` is ignored for ``none``."""
+    if crops == "none":
+        crop_boxes = None
+    kinds = classify_misses(ranks, frame_indices, crop_boxes, gt_boxes, iou)
+    applicable = failure_kinds(crops, have_ground_truth_boxes=gt_boxes is not None)
+    note = _MODE_NOTE[crops]
+    if crops == "detector" and gt_boxes is None:
+        note += " The test frames have no ground-truth box table: detector boxes are not judged."
+    return FailureAnalysis(crops, kinds, count_failures(kinds, applicable), note, frame_indices, crop_boxes, gt_boxes)

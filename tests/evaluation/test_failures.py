@@ -9,6 +9,7 @@ import pytest
 from lpr_core.evaluation.failures import (
     FAILURE_KINDS,
     KIND_TEXT,
+    analyse_failures,
     box_iou,
     classify_miss,
     classify_misses,
@@ -133,3 +134,19 @@ def test_select_failures_is_seeded_bounded_and_in_order():
 
 def test_every_kind_is_explained():
     assert set(KIND_TEXT) == set(FAILURE_KINDS)
+
+
+def test_analyse_failures_counts_the_kinds_of_the_mode_and_says_how_they_were_judged():
+    ranks = {"a": 1.0, "b": 2.0, "c": math.inf}
+    frames = {"a": [0], "b": [0]}
+    gt = {("a", 0): GT, ("b", 0): GT}
+    analysis = analyse_failures(ranks, frames, "detector", {("b", 0): WRONG}, gt)
+    assert analysis.kinds == {"b": "wrong_box", "c": "no_frames"}
+    assert analysis.counts == {k: int(k in ("wrong_box", "no_frames")) for k in FAILURE_KINDS}
+    assert "IoU >= 0.5" in analysis.note
+    full = analyse_failures(ranks, frames, "none", {("b", 0): WRONG}, gt)  # boxes of no use to the encoder
+    assert full.kinds == {"b": "no_box", "c": "no_frames"} and full.crop_boxes is None
+    assert "full frames" in full.note
+    unjudged = analyse_failures(ranks, frames, "detector", {("b", 0): WRONG}, None)
+    assert unjudged.counts == {"no_frames": 1, "no_box": 0, "box_not_annotated": 1}
+    assert "not judged" in unjudged.note
