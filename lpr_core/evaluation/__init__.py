@@ -38,6 +38,7 @@ from lpr_core.evaluation.ranking import (
     top_k_stable,
 )
 from lpr_core.evaluation.report import (
+    FailureExample,
     RetrievalExample,
     make_examples,
     render_report,
@@ -57,6 +58,7 @@ __all__ = [
     "LIVESTREAM",
     "MISS",
     "EvaluationInputError",
+    "FailureExample",
     "Gallery",
     "QueryResults",
     "RetrievalExample",

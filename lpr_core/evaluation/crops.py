@@ -22,7 +22,7 @@ from lpr_core.evaluation.params import CROP_MODES
 from lpr_core.inputs import StageInputError, read_table
 from lpr_core.models.detector import load_detector, query_frame_boxes
 
-__all__ = ["DETECTOR_FILE", "trained_crop_settings", "resolve_crops", "query_boxes"]
+__all__ = ["DETECTOR_FILE", "ground_truth_boxes", "trained_crop_settings", "resolve_crops", "query_boxes"]
 
 #: The detector checkpoint inside a detector directory (written by the train_detector stage).
 DETECTOR_FILE = "detector.pt"
@@ -81,6 +81,26 @@ def resolve_crops(requested: str, trained: bool | None) -> str:
     return "detector" if trained else "none"
 
 
+def ground_truth_boxes(
+    prepared: str | os.PathLike[str], frames: ManifestImages, *, required: bool = True
+) -> dict[tuple[str, int], list] | None:
+    """The annotated boxes of the downloaded test frames, ``(clip_id, frame_index) -> boxes`` in
+    downloaded pixels, from ``<prepared>/test_frame_boxes.parquet``.
+
+    Args:
+        prepared: the prepare stage's output.
+        frames: reader of the test frame manifest.
+        required: raise when the table is missing; otherwise return None.
+
+    Raises:
+        StageInputError: the table is missing (``required``) or malformed.
+    """
+    path = Path(prepared) / "test_frame_boxes.parquet"
+    if not required and not path.is_file():
+        return None
+    return frame_boxes_lookup(read_table(path, ["clip_id", "frame_index", "boxes"]), frames)
+
+
 def query_boxes(
     mode: str,
     clip_ids: Sequence[str],
@@ -105,8 +125,7 @@ def query_boxes(
     if mode == "none":
         return None, {}
     if mode == "ground_truth":
-        table = read_table(Path(prepared) / "test_frame_boxes.parquet", ["clip_id", "frame_index", "boxes"])
-        boxes = frame_boxes_lookup(table, frames)
+        boxes = ground_truth_boxes(prepared, frames) or {}
         return boxes, {"frames_with_box": len(boxes)}
     if detector_dir is None:
         raise StageInputError("crops 'detector' needs --detector")

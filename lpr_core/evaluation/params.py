@@ -43,7 +43,8 @@ class ReportParams:
         max_frames: frames shown per query.
         top: gallery images shown per query (the hit/miss badge is at this k).
         thumb_height: thumbnail height in pixels.
-        seed: seed of the random sample.
+        seed: seed of the random samples.
+        n_per_failure: missed queries shown per failure kind in the error analysis.
     """
 
     n_random: int = 6
@@ -52,10 +53,11 @@ class ReportParams:
     top: int = 5
     thumb_height: int = 96
     seed: int = 0
+    n_per_failure: int = 3
 
     def __post_init__(self) -> None:
-        if min(self.n_random, self.n_worst) < 0 or min(self.max_frames, self.top, self.thumb_height) < 1:
-            raise ValueError("report: n_random/n_worst must be >= 0, max_frames/top/thumb_height >= 1")
+        if min(self.n_random, self.n_worst, self.n_per_failure) < 0 or min(self.max_frames, self.top, self.thumb_height) < 1:
+            raise ValueError("report: n_random/n_worst/n_per_failure must be >= 0, max_frames/top/thumb_height >= 1")
 
 
 @dataclass(frozen=True)

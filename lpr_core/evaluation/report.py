@@ -3,7 +3,10 @@
 Contents: the headline metrics with their bootstrap intervals, the rank-k curve, a table and a bar
 chart per slice column, and retrieval examples: for a random sample of queries and for the worst
 ones, the query's frames in a strip, its top-5 gallery images (ground truth framed in green) and,
-when the ground truth is not among them, the ground-truth image with its rank.
+when the ground truth is not among them, the ground-truth image with its rank. The error analysis
+shows the misses by failure kind (:mod:`lpr_core.evaluation.failures`): how many of each, and a few
+of each with their frames (crop box and ground-truth box drawn), the image ranked first and the
+right one.
 
 Everything is embedded (charts as PNG, images as JPEG thumbnails, both base64), so the single
 file can be attached to an MLflow run or mailed. Image paths come from the caller; an image that
@@ -28,11 +31,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
+from lpr_core.evaluation.failures import KIND_TEXT
 from lpr_core.evaluation.ranking import QueryResults
 from lpr_core.evaluation.slices import SliceMetrics
 from lpr_core.io import atomic_write_text
 
-__all__ = ["RetrievalExample", "select_examples", "make_examples", "render_report", "write_report"]
+__all__ = ["FailureExample", "RetrievalExample", "select_examples", "make_examples", "render_report", "write_report"]
 
 PathLike = str | os.PathLike[str]
 
@@ -54,6 +58,25 @@ class RetrievalExample:
     frame_paths: tuple[PathLike, ...]
     top: tuple[tuple[str, float], ...]
     gt_image_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FailureExample:
+    """A missed query as the error analysis shows it.
+
+    Attributes:
+        query_id: the query clip id.
+        rank: 1-based rank of its best ground-truth image (``inf``: not retrieved).
+        frames: ``(frame file, caption)`` of the frames shown, boxes drawn on them.
+        top1: the image ranked first, ``(image_id, score)`` (None: no prediction).
+        gt_image_id: the right image (None: unknown).
+    """
+
+    query_id: str
+    rank: float
+    frames: tuple[tuple[PathLike, str], ...]
+    top1: tuple[str, float] | None
+    gt_image_id: str | None
 
 
 def select_examples(
@@ -246,6 +269,36 @@ def _example_view(
     return _ExampleView(ex.query_id, rank_text, bool(hit), strip, top, truth)
 
 
+@dataclass(frozen=True)
+class _FailureView:
+    query_id: str
+    rank_text: str
+    frames: list[_Figure]
+    wrong: _Figure | None
+    truth: _Figure | None
+
+
+def _failure_sections(
+    counts: Mapping[str, int],
+    examples: Mapping[str, Sequence[FailureExample]],
+    thumbs: _Thumbs,
+    image_paths: Mapping[str, PathLike],
+) -> list[dict]:
+    total = sum(counts.values())
+    sections = []
+    for kind, n in counts.items():
+        views = []
+        for ex in examples.get(kind, ()):
+            rank_text = "not retrieved" if math.isinf(ex.rank) else f"rank {int(ex.rank)}"
+            frames = [thumbs.figure(path, caption) for path, caption in ex.frames]
+            wrong = thumbs.figure(image_paths.get(ex.top1[0]), f"#1 {ex.top1[1]:.3f}") if ex.top1 else None
+            truth = thumbs.figure(image_paths.get(ex.gt_image_id), rank_text, "truth") if ex.gt_image_id else None
+            views.append(_FailureView(ex.query_id, rank_text, frames, wrong, truth))
+        share = f"{100 * n / total:.1f}" if total else "–"
+        sections.append({"kind": kind, "count": n, "share": share, "text": KIND_TEXT.get(kind, ""), "examples": views})
+    return sections
+
+
 def render_report(
     *,
     summary: Mapping[str, float],
@@ -263,6 +316,9 @@ def render_report(
     thumb_height: int = 96,
     max_frames: int = 8,
     shown_k: int = 5,
+    failure_counts: Mapping[str, int] | None = None,
+    failure_examples: Mapping[str, Sequence[FailureExample]] | None = None,
+    failure_note: str = "",
 ) -> str:
     """Render the report as one self-contained HTML string (``templates/report.html.j2``,
     autoescaped: ids, titles and labels are always text).
@@ -283,6 +339,10 @@ def render_report(
         thumb_height: thumbnail height in pixels.
         max_frames: frames shown per query (evenly spaced over the clip).
         shown_k: the k of the examples' hit/miss badge (the examples' ``top`` length).
+        failure_counts: misses per failure kind, every kind that applies (None: no error analysis;
+            :func:`lpr_core.evaluation.failures.count_failures`).
+        failure_examples: ``kind -> misses shown``.
+        failure_note: how the kinds were judged (the crop mode).
     """
     image_paths = image_paths or {}
     thumbs = _Thumbs(thumb_height)
@@ -298,6 +358,7 @@ def render_report(
         for heading, group in (("Retrieval examples (random)", examples), ("Worst queries", worst_examples))
         if group
     ]
+    failures = _failure_sections(failure_counts or {}, failure_examples or {}, thumbs, image_paths)
     return _TEMPLATES.get_template("report.html.j2").render(
         title=title,
         info={str(k): str(v) for k, v in (info or {}).items()},
@@ -311,6 +372,8 @@ def render_report(
         slice_sections=sections,
         collapse_over=20,
         groups=groups,
+        failures=failures,
+        failure_note=failure_note,
         shown_k=shown_k,
         thumb_height=thumb_height,
         missing=thumbs.missing,

@@ -7,7 +7,10 @@ against its own livestream's gallery: exactly, with the gallery embeddings of th
 ``index_gallery`` stage (:func:`lpr_core.evaluation.scoring.evaluate_embeddings`: rank-k, mAP,
 MRR, bootstrap intervals over livestreams, slices); its top-k list comes from the saved faiss
 index of its livestream, and both must agree. A query without any downloaded frame (or whose
-livestream has no index) has no prediction and counts as a miss.
+livestream has no index) has no prediction and counts as a miss. Every miss at rank 1 gets a
+failure kind (:mod:`lpr_core.evaluation.failures`: no frames, no box, wrong box, right box but
+wrong image), judged against the annotated test boxes; the counts are metrics
+(``test/misses/<kind>``) and the report shows a few misses of each kind.
 
 :func:`evaluate` builds every output in memory; :func:`write_evaluation_outputs` writes them:
 ``report.html``, ``per_query.csv``, ``predictions.json`` (the official format
@@ -28,8 +31,15 @@ from lpr_core import io
 from lpr_core.data.datasets import ManifestImages
 from lpr_core.embedding import embed_query_clips, load_encoder_checkpoint, resolve_embed_device
 from lpr_core.evaluation.candidate import evaluation_data_version, read_validation_passed
-from lpr_core.evaluation.crops import DETECTOR_FILE, query_boxes, resolve_crops, trained_crop_settings
-from lpr_core.evaluation.examples import report_html
+from lpr_core.evaluation.crops import (
+    DETECTOR_FILE,
+    ground_truth_boxes,
+    query_boxes,
+    resolve_crops,
+    trained_crop_settings,
+)
+from lpr_core.evaluation.examples import report_html, sampled_frame_indices
+from lpr_core.evaluation.failures import FailureAnalysis, analyse_failures, failure_metrics
 from lpr_core.evaluation.galleries import load_gallery
 from lpr_core.evaluation.outputs import (
     metrics_dict,
@@ -59,10 +69,12 @@ class EvaluationRun:
 
     Attributes:
         evaluation: the scores.
-        metrics: the DVC metrics (:func:`lpr_core.evaluation.outputs.metrics_dict`).
+        metrics: the DVC metrics (:func:`lpr_core.evaluation.outputs.metrics_dict`, and the
+            misses per failure kind ``test/misses/<kind>``).
         report_html: the self-contained report.
         candidate: the evaluated model for the registry gate (``candidate.json``).
         info: provenance, crop facts, timings, queries without frames.
+        failures: the misses by failure kind.
     """
 
     evaluation: Evaluation
@@ -70,6 +82,7 @@ class EvaluationRun:
     report_html: str
     candidate: dict[str, Any]
     info: dict[str, Any]
+    failures: FailureAnalysis
 
 
 def evaluate(
@@ -156,7 +169,14 @@ def evaluate(
             "exact faiss search and exact scoring agree on only %.4f of the queries (score ties?)",
             evaluation.index_agreement,
         )
+    if crops == "ground_truth":
+        truth_boxes = boxes
+    else:  # judge the detector's boxes (and draw the annotated ones) when the table is there
+        truth_boxes = ground_truth_boxes(prepared, frames, required=False)
+    ranks = dict(zip(evaluation.results.query_ids.tolist(), evaluation.results.rank.tolist()))
+    failures = analyse_failures(ranks, sampled_frame_indices(dataset), crops, boxes, truth_boxes)
     metrics = metrics_dict(evaluation, num_without_frames=len(dataset.missing))
+    metrics.update(failure_metrics(failures.counts))
     data_version = evaluation_data_version(prepared, download)
     detector_path = Path(detector_dir) / DETECTOR_FILE if crops == "detector" and detector_dir is not None else None
     info: dict[str, Any] = {
@@ -176,7 +196,7 @@ def evaluate(
     if params.crops == "auto" and not crop_source:
         log.warning("the encoder checkpoint does not record crop_boxes: full frames (crops: none)")
     t0 = time.perf_counter()
-    report = report_html(evaluation, queries, dataset, frames, images, params, info)
+    report = report_html(evaluation, queries, dataset, frames, images, params, info, failures)
     timings["report"] = time.perf_counter() - t0
     candidate = {
         "encoder": str(encoder_dir),
@@ -193,7 +213,7 @@ def evaluate(
     info["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     info["missing_query_ids"] = list(dataset.missing)
     info["box_facts"] = box_facts
-    return EvaluationRun(evaluation, metrics, report, candidate, info)
+    return EvaluationRun(evaluation, metrics, report, candidate, info, failures)
 
 
 def write_evaluation_outputs(

@@ -13,10 +13,12 @@ Writes (each directory replaced as a whole, the metrics file last):
 
 - ``--metrics``: ``test/rank1``, ``test/rank3``, ``test/rank5``, ``test/rank10``, ``test/mAP``,
   ``test/MRR`` with ``_ci_low`` / ``_ci_high`` bounds, counts, and per slice value
-  ``test/<column>/<value>/<metric>`` (e.g. ``test/scale_type/small/rank1``) for the gate;
+  ``test/<column>/<value>/<metric>`` (e.g. ``test/scale_type/small/rank1``) for the gate, and the
+  rank-1 misses per failure kind ``test/misses/<kind>`` (``no_frames``, ``no_box``, ``wrong_box``,
+  ``right_box_wrong_image``: those the crop mode can give);
 - ``--plots``: ``rank_k.csv`` (``k, accuracy``) and ``slices/<column>.csv`` per slice column;
-- ``--out``: ``report.html`` (self-contained: metrics, curve, slices, retrieval examples and the
-  worst queries), ``per_query.csv``, ``predictions.json`` (the official format
+- ``--out``: ``report.html`` (self-contained: metrics, curve, the misses by failure kind with a few
+  of each, slices, retrieval examples and the worst queries), ``per_query.csv``, ``predictions.json`` (the official format
   ``{video_id: [[image_id, score], ...]}``, best first, ``top_k`` entries) and ``candidate.json``
   (the evaluated model for the registry gate: encoder and detector paths, metrics, the
   ``data_version`` of the test data and whether its validation passed).
@@ -83,8 +85,10 @@ def _evaluate(ctx: StageContext) -> None:
     )
     for name in (f"rank{k}" for k in params.ks):
         ctx.report(f"  test/{name:<7} {100 * s[name]:6.2f}%  [{100 * ci[name][0]:.2f}, {100 * ci[name][1]:.2f}]")
+    misses = ", ".join(f"{kind} {n}" for kind, n in result.failures.counts.items())
     ctx.report(
         f"  test/mAP     {100 * s['mAP']:6.2f}%   test/MRR {100 * s['MRR']:6.2f}%",
+        f"  rank-1 misses: {misses}",
         f"  report: {Path(args.out) / 'report.html'}   ({result.info['timings_s']['total']:.1f} s)",
     )
 

@@ -33,3 +33,12 @@ def test_crops_follow_the_encoder_training_record(tmp_path):
     assert resolve_crops("ground_truth", True) == "ground_truth" and resolve_crops("none", True) == "none"
     with pytest.raises(ValueError, match="crops"):
         resolve_crops("boxes", True)
+
+
+def test_ground_truth_boxes_may_be_optional(tmp_path):
+    from lpr_core.evaluation.crops import ground_truth_boxes
+    from lpr_core.inputs import StageInputError
+
+    assert ground_truth_boxes(tmp_path, frames=None, required=False) is None  # no table: nothing to judge with
+    with pytest.raises(StageInputError, match="test_frame_boxes"):
+        ground_truth_boxes(tmp_path, frames=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from html.parser import HTMLParser
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from lpr_core.evaluation import (
+    FailureExample,
     make_examples,
     metric_cis,
     rank_k_curve,
@@ -146,6 +148,50 @@ def test_worst_queries_come_first_by_rank(sample):
     worst = sample["ids"][4:]
     assert [rank[q] for q in worst] == sorted((rank[q] for q in worst), reverse=True)
     assert rank[worst[0]] == results.rank.max()
+
+
+def test_no_error_analysis_without_failure_counts(sample):
+    assert "Misses by failure kind" not in sample["html"] and "example failure" not in sample["html"]
+
+
+def test_error_analysis_shows_each_kind_with_its_misses(tmp_path):
+    frame = _image(tmp_path / "frame.jpg", (0, 0, 200), size=(40, 30))
+    wrong = _image(tmp_path / "wrong.jpg", (200, 0, 0))
+    right = _image(tmp_path / "right.jpg", (0, 200, 0))
+    examples = {
+        "wrong_box": [
+            FailureExample("<clip>-1-2", 4.0, ((frame, "0003 IoU 0.12"), (frame, "0007 IoU 0.31")), ("w", 0.9), "r"),
+            FailureExample("c-3-4", math.inf, ((frame, "0001 no box"),), ("w", 0.8), "r"),
+        ],
+        "no_frames": [FailureExample("c-5-6", math.inf, (), None, "r")],
+    }
+    counts = {"no_frames": 1, "no_box": 0, "wrong_box": 3, "right_box_wrong_image": 0}
+    html = render_report(
+        summary={"rank1": 0.5, "num_queries": 8},
+        image_paths={"w": wrong, "r": right},
+        failure_counts=counts,
+        failure_examples=examples,
+        failure_note="crops: detector <boxes>",
+    )
+    tree = _Tree()
+    tree.feed(html)
+    text = " ".join(tree.text)
+    assert "Misses by failure kind" in text and "crops: detector <boxes>" in text
+    assert "&lt;clip&gt;-1-2" in html and "<clip>" not in html  # ids are text
+    for kind, n in counts.items():  # every kind that applies has a row, even at 0
+        assert f"<td class=\"l\">{kind}</td><td>{n}</td>" in html
+    assert "75.0" in text  # 3 of 4 misses
+    assert "wrong_box: 2 of 3" in text and "no_frames: 1 of 1" in text and "no_box: 0" not in text
+    assert html.index("no_frames: 1 of 1") < html.index("wrong_box: 2 of 3")  # in the counts' order
+    blocks = html.split('<div class="example failure">')[1:]
+    assert len(blocks) == 3
+    assert "no frames" in blocks[0] and "no prediction" in blocks[0]
+    first = blocks[1]
+    assert first.count("<figure") == 2 + 2 and "0007 IoU 0.31" in first and "rank 4" in first
+    assert 'class="thumb truth"' in first and "#1 0.900" in first
+    assert "not retrieved" in blocks[2]
+    srcs = [a.get("src", "") for t, a in tree.tags if t == "img"]
+    assert len(srcs) == 2 + 2 + 1 + 2 + 1 and all(s.startswith("data:image/jpeg;base64,") for s in srcs)
 
 
 @pytest.mark.integration

@@ -206,6 +206,23 @@ def test_report_shows_the_examples_and_the_worst_queries(evaluated):
     assert "crops" in report and "detector" in report
 
 
+def test_misses_are_counted_and_shown_by_failure_kind(evaluated):
+    from lpr_core.evaluation.failures import FAILURE_KINDS
+
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    misses = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/misses/")}
+    assert set(misses) == set(FAILURE_KINDS)  # crops detector, ground-truth boxes at hand: every kind
+    rows = read_csv(evaluated / "evaluate" / "per_query.csv")
+    assert sum(misses.values()) == sum(r["rank"] != "1" for r in rows) > 0
+    assert misses["no_frames"] == 0, misses
+    report = (evaluated / "evaluate" / "report.html").read_text()
+    assert "Misses by failure kind" in report and "IoU &gt;= 0.5" in report
+    n = EvaluateParams().report.n_per_failure
+    shown = report.count('class="example failure"')
+    assert shown == sum(min(n, v) for v in misses.values()) > 0
+    assert re.search(r"<figcaption>\d{4} (IoU \d\.\d\d|no box|no gt box)</figcaption>", report)
+
+
 def test_candidate_describes_the_evaluated_model(evaluated, inputs):
     from lpr_core.evaluation.candidate import evaluation_data_version
     from lpr_core.inputs import file_sha256
@@ -258,6 +275,9 @@ def test_a_query_whose_frames_all_failed_is_a_miss(inputs, index_dir, tmp_path):
     assert row["rank"] == "" and row["has_prediction"] == "0"
     predictions = json.loads((tmp_path / "evaluate" / "predictions.json").read_text())
     assert lost not in predictions and len(predictions) == metrics["test/num_queries"] - 1
+    misses = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/misses/")}
+    assert set(misses) == {"no_frames", "no_box", "right_box_wrong_image"}  # an oracle's boxes are right
+    assert misses["no_frames"] == 1
     candidate = json.loads((tmp_path / "evaluate" / "candidate.json").read_text())
     assert candidate["crops"] == "ground_truth" and candidate["detector"] is None
     assert candidate["validation_passed"] is False  # no validation summary
