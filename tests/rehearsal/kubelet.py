@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ IMAGE_PROJECT = "/opt/lpr"
 IMAGE_WORKDIR = "/workspace"
 #: Mounts left to the machine (no per-pod folder can stand in for shared memory).
 HOST_MOUNTS = ("/dev/shm",)
+#: The locked environment stands for the image's installed packages: its paths are this machine's
+#: and never mapped, wherever the checkout lives (a clone under ``/tmp`` holds its ``.venv`` there).
+INSTALLED = (sys.prefix,)
 
 
 class PodSpecError(ValueError):
@@ -42,6 +46,8 @@ def path_map(pod: Mapping[str, Any], root: Path) -> dict[str, Path]:
 def map_value(value: str, mapping: Mapping[str, Path]) -> str:
     """``value`` with a leading image path (or one after ``:``, as in ``PATH``) replaced by its folder."""
     def one(part: str) -> str:
+        if any(part == kept or part.startswith(kept.rstrip("/") + "/") for kept in INSTALLED):
+            return part
         for image_path in sorted(mapping, key=len, reverse=True):
             if part == image_path or part.startswith(image_path.rstrip("/") + "/"):
                 return str(mapping[image_path]) + part[len(image_path.rstrip("/")):]

@@ -37,6 +37,15 @@ def test_values_are_mapped_by_whole_path_components(tmp_path):
     assert kubelet.map_value("--run-id", mapping) == "--run-id"
 
 
+def test_the_locked_environment_is_never_mapped_even_under_an_image_path(tmp_path, monkeypatch):
+    # a clone under /tmp holds its .venv there: the pods' PATH must still reach its interpreter
+    monkeypatch.setattr(kubelet, "INSTALLED", ("/tmp/clone/.venv",))
+    mapping = {"/tmp": tmp_path / "tmp", "/opt/lpr": tmp_path / "opt"}
+    assert kubelet.map_value("/tmp/clone/.venv/bin:/tmp/x:/usr/bin", mapping) == \
+        f"/tmp/clone/.venv/bin:{tmp_path / 'tmp' / 'x'}:/usr/bin"
+    assert kubelet.map_value("/tmp/clone/.venvx", mapping) == str(tmp_path / "tmp" / "clone" / ".venvx")
+
+
 def test_the_environment_takes_values_and_secret_keys_and_leaves_optional_missing_keys_unset(pod):
     (container,) = pod["spec"]["containers"]
     secrets = {"lpr-dvc-remote": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "s",
