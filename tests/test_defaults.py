@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from lpr_core.config import ConfigError, from_mapping, load_params, load_section, to_mapping
-from lpr_core.params_overrides import SECTION_PARAMS
+from lpr_core.params_overrides import SECTION_PARAMS, flatten
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = load_params(REPO / "params.yaml")
@@ -63,18 +63,10 @@ def _leaf_defaults(cls: type, path: str) -> list[tuple[str, Any]]:
         instance = _default(field)
         if instance is not dataclasses.MISSING:
             out.extend((f"{key}.{name} (default instance)", value)
-                       for name, value in _flatten(to_mapping(instance)).items())
+                       for name, value in flatten(to_mapping(instance)).items())
     return out
 
 
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in mapping.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{name}."))
-        else:
-            out[f"{prefix}{name}"] = value
-    return out
 
 
 def _yaml_value(key: str) -> Any:
@@ -107,7 +99,7 @@ def test_a_class_default_is_the_params_yaml_value(section, key, default):
 def test_the_real_section_loads_and_every_key_is_a_field(section):
     cls = _class(section)
     loaded = load_section(cls, section, REPO / "params.yaml")
-    assert _flatten(to_mapping(loaded)) == _flatten(PARAMS[section])
+    assert flatten(to_mapping(loaded)) == flatten(PARAMS[section])
 
 
 LEAVES = [(section, key) for section, key, _ in CASES if "(default instance)" not in key]

@@ -21,16 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 
 
-def _flat(mapping: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _declared_types(key: str) -> set[type]:
     """The types the section's params class declares for a dotted key (the members of a union)."""
     import importlib
@@ -53,8 +43,8 @@ def test_there_are_presets():
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_every_key_exists_in_params_with_a_value_of_its_type(preset):
     # an independent reading of both files (plain PyYAML, as DVC and the stages read params.yaml)
-    params = _flat(yaml.safe_load((REPO / "params.yaml").read_text()))
-    overrides = _flat(yaml.safe_load(preset.read_text()))
+    params = po.flatten(yaml.safe_load((REPO / "params.yaml").read_text()))
+    overrides = po.flatten(yaml.safe_load(preset.read_text()))
     assert overrides, f"{preset.name} sets nothing"
     unknown = sorted(set(overrides) - set(params))
     assert not unknown, f"{preset.name}: keys not in params.yaml: {unknown}"
@@ -82,10 +72,10 @@ def test_preset_applies_with_lpr_params_apply(preset, tmp_path):
     result = subprocess.run([sys.executable, "-m", "lpr_core.cli", "params", "apply", "--params", str(params),
                              "--preset", preset.stem], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    after = _flat(yaml.safe_load(params.read_text()))
+    after = po.flatten(yaml.safe_load(params.read_text()))
     for key, value in overrides.items():
         assert after[key] == value, key
-    untouched = {k: v for k, v in _flat(before).items() if k not in overrides}
+    untouched = {k: v for k, v in po.flatten(before).items() if k not in overrides}
     assert {k: after[k] for k in untouched} == untouched
 
 
