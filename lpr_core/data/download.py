@@ -173,6 +173,12 @@ class RetryPassParams:
             raise ValueError(f"retry_pass.backoff must be >= 0, got {self.backoff}")
 
 
+#: Field metadata of a ``download`` setting that decides only which fetch attempts succeed (a
+#: timeout, a retry, the fetch guard), not what a stored sample is: result-bearing for DVC, but
+#: the download's resumable state is not keyed by it (:mod:`lpr_core.data.download_state`).
+ATTEMPT = {"attempt": True}
+
+
 @dataclass(frozen=True)
 class DownloadParams:
     """The ``download`` section of ``params.yaml``.
@@ -209,16 +215,16 @@ class DownloadParams:
     output_format: Literal["files", "webdataset"] = "files"
     processes: int = field(default=2, metadata={"runtime": True})
     thread_count: int = field(default=16, metadata={"runtime": True})
-    timeout: float = 10.0
-    retries: int = 0
+    timeout: float = field(default=10.0, metadata=ATTEMPT)
+    retries: int = field(default=0, metadata=ATTEMPT)
     number_sample_per_shard: int = 1000
     distributor: Literal["multiprocessing", "pyspark", "ray"] = field(default="multiprocessing", metadata={"runtime": True})
     encode_quality: int = 95
     disallowed_header_directives: tuple[str, ...] = ()
-    allow_private_networks: bool | tuple[str, ...] = field(kw_only=True)  # no default: say it
-    max_response_bytes: int = 16 << 20
-    max_fetch_seconds: float = 60.0
-    retry_pass: RetryPassParams = field(default_factory=RetryPassParams)
+    allow_private_networks: bool | tuple[str, ...] = field(kw_only=True, metadata=ATTEMPT)  # no default: say it
+    max_response_bytes: int = field(default=16 << 20, metadata=ATTEMPT)
+    max_fetch_seconds: float = field(default=60.0, metadata=ATTEMPT)
+    retry_pass: RetryPassParams = field(default_factory=RetryPassParams, metadata=ATTEMPT)
     verify_stored: bool = True
 
     def __post_init__(self) -> None:

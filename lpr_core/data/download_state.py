@@ -39,6 +39,7 @@ shards in progress and those that completed in the last interval.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from lpr_core import io
-from lpr_core.data.download import download_all, find_url_lists
+from lpr_core.data.download import DownloadParams, download_all, find_url_lists
 from lpr_core.runtime_params import result_bearing
 from lpr_core.state import StageState, fingerprint, open_state
 
@@ -69,14 +70,13 @@ _RETRIED_FILE = re.compile(r"^(?P<list>[^/]+)/retried/(?P<name>[^/]+)$")
 _JOURNAL = "_journal.parquet"
 
 
-#: Result-bearing ``download`` params that decide only which fetch attempts succeed, not what a
-#: stored sample is: the state is not keyed by them. A run with new values keeps every sample
-#: already stored and gives each failed one (a timeout, a refusal of the fetch guard) to the retry
-#: pass under the new values: loosening the guard or raising the timeout fetches what it refused,
-#: without downloading the rest again. (Tightening them does not re-vet stored samples: remove the
-#: state folder for that.)
-ATTEMPT_SETTINGS = ("timeout", "retries", "allow_private_networks", "max_response_bytes", "max_fetch_seconds",
-                    "retry_pass")
+#: The ``download`` settings marked :data:`lpr_core.data.download.ATTEMPT`: they decide only which
+#: fetch attempts succeed, not what a stored sample is, so the state is not keyed by them. A run with
+#: new values keeps every sample already stored and gives each failed one (a timeout, a refusal of the
+#: fetch guard) to the retry pass under the new values: loosening the guard or raising the timeout
+#: fetches what it refused, without downloading the rest again. (Tightening them does not re-vet
+#: stored samples: remove the state folder for that.)
+ATTEMPT_SETTINGS = tuple(f.name for f in dataclasses.fields(DownloadParams) if f.metadata.get("attempt"))
 
 
 def download_identity(urls_dir: str | Path, params: Any) -> dict[str, Any]:
